@@ -1,0 +1,211 @@
+"""Typed schemas of the Hydra tree (structured configs): a typo or a wrong type fails at compose time, naming the key.
+
+Each Hydra group under `conf/` mirrors one dataclass here. `ExperimentConfig` is registered as the base of
+`conf/config.yaml`, so every group file is validated against its schema before any work starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from omegaconf import MISSING  # noqa: F401  (re-exported for group schemas that need required fields)
+
+
+@dataclass
+class CorpusConfig:
+    name: str = "sample_web"
+    source: str = "local"  # local | hf
+    path: Optional[str] = None  # a folder or file; None = <data_dir>/web
+    include: list[str] = field(default_factory=lambda: ["*.jsonl", "*.jsonl.gz", "*.parquet"])
+    # The DCLM file carries human quality labels: it is an evaluation set for refiners, not pretraining text.
+    exclude: list[str] = field(default_factory=lambda: ["dclm_human_quality_annotated.jsonl"])
+    hf_dataset: Optional[str] = None  # a Hugging Face dataset id, streamed (needs network)
+    hf_config: Optional[str] = None
+    hf_split: str = "train"
+    text_field: str = "text"
+    id_field: Optional[str] = "id"
+    num_docs: Optional[int] = 2000  # deterministic sample size; None keeps every document
+    seed: int = 1234
+    docs_per_shard: int = 500
+    on_bad_line: str = "error"  # error: stop naming file and line | skip: count, log and go on
+    min_chars: int = 1  # shorter texts are dropped with reason "empty"
+
+
+@dataclass
+class RulesConfig:
+    filters: list[str] = field(default_factory=lambda: ["gopher", "c4", "fineweb"])  # applied in this order
+    # C4's rule drops lines without terminal punctuation; FineWeb's pipeline turned it off (datatrove
+    # examples/fineweb.py). Default: the original C4 rule; conf/refine/rules.yaml (Go+C4+FW) follows FineWeb.
+    c4_terminal_punct: bool = True
+    write_dropped: bool = True  # dropped documents beside the kept ones, with their reason, for audit
+    language: str = "eng"  # datatrove's language code (word tokenizer, stop words)
+
+
+@dataclass
+class GenerateConfig:
+    """A refining model and how to run it (doc level or chunk level)."""
+
+    backend: str = "hf"  # hf | vllm | openai
+    model: str = "gair-prox/web-doc-refining-lm"  # HF id or local path
+    tokenizer: Optional[str] = None  # default: the model's
+    max_new_tokens: int = 2000
+    max_prompt_tokens: int = 2000  # doc level: truncation of the rendered prompt
+    chunk_tokens: int = 1500  # chunk level: window size
+    overlong_line: str = "own_chunk"  # own_chunk (reference code) | skip (paper Alg. 1)
+    batch_size: int = 8
+    dtype: str = "float32"
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.9
+    enforce_eager: bool = True
+    endpoint: Optional[str] = None  # openai backend: base URL
+    concurrency: int = 8
+    max_retries: int = 5
+    docs_per_shard: int = 256
+    env: str = "main"  # which environment runs generation: main | vllm
+
+
+@dataclass
+class ApplyConfig:
+    mode: str = "compat"  # compat (reference code, quirks included) | strict (ast parser)
+    drop_ratio: float = 0.05  # 1 - threshold_2 of the reference code
+    min_ratio: float = 0.0  # threshold_1
+    max_errors: int = 2  # error_op
+    min_words: int = 10
+
+
+@dataclass
+class RefineConfig:
+    variant: str = "raw"  # raw | rules | doc | prox
+    rules_first: bool = False  # run the rule filters before ProX programs
+    rules: RulesConfig = field(default_factory=RulesConfig)
+    doc: GenerateConfig = field(default_factory=GenerateConfig)
+    chunk: GenerateConfig = field(default_factory=lambda: GenerateConfig(
+        model="gair-prox/web-chunk-refining-lm", max_new_tokens=256))
+    apply: ApplyConfig = field(default_factory=ApplyConfig)
+
+
+@dataclass
+class TokenizerConfig:
+    kind: str = "train_bpe"  # train_bpe: a byte-level BPE trained on the prepared corpus | pretrained
+    path: Optional[str] = None  # pretrained: a directory, a name under <data_dir>/tokenizers, or an HF id
+    vocab_size: int = 4096
+    train_docs: int = 2000
+
+
+@dataclass
+class ModelConfig:
+    """A LitGPT model: a preset name plus optional overrides of its fields (None keeps the preset's value)."""
+
+    preset: str = "tiny"
+    n_layer: Optional[int] = None
+    n_embd: Optional[int] = None
+    n_head: Optional[int] = None
+    n_query_groups: Optional[int] = None
+    head_size: Optional[int] = None
+    intermediate_size: Optional[int] = None
+    block_size: Optional[int] = None
+    rope_base: Optional[int] = None
+    vocab_size: Optional[int] = None  # None: the tokenizer's
+    init_checkpoint: Optional[str] = None  # continual pretraining from converted weights
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+
+
+@dataclass
+class TrainConfig:
+    recipe: str = "cpu_tiny"
+    seq_len: int = 256
+    global_batch_size: int = 8  # sequences per optimizer step, across all ranks
+    micro_batch_size: int = 8
+    max_steps: int = 60
+    early_stop_step: Optional[int] = None  # math CPT recipes stop before the schedule ends
+    lr: float = 3e-3
+    min_lr: float = 3e-4
+    warmup_steps: int = 5
+    schedule: str = "cosine"  # cosine | wsd | constant
+    wsd_stable_steps: Optional[int] = None  # wsd: warmup W, stable until S, decay over D = max_steps - S
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    grad_clip: float = 1.0
+    precision: str = "32-true"
+    seed: int = 1234
+    save_interval: int = 20
+    keep_checkpoints: Optional[int] = None  # None keeps every step-* checkpoint (the evaluate stage may want them)
+    log_interval: int = 5
+    compile: bool = False
+    num_workers: int = 0
+    strategy: str = "auto"  # auto | ddp | fsdp
+    tokenize_workers: int = 1
+
+
+@dataclass
+class EvalConfig:
+    suite: str = "tiny_mc"
+    tasks: list[str] = field(default_factory=lambda: ["arc_easy", "arc_challenge", "hellaswag", "piqa", "sciq"])
+    limit: Optional[int] = 100  # samples per task (per MMLU subject)
+    num_fewshot: Optional[int] = None
+    batch_size: int = 16
+    seed: int = 1234
+    checkpoints: str = "final"  # final | all (accuracy-by-step curves)
+    on_missing_task: str = "error"  # error | skip
+    model: Optional[str] = None  # evaluate an HF model or checkpoint directly instead of the pretrain output
+
+
+@dataclass
+class ClusterConfig:
+    kind: str = "local"  # local | slurm
+    accelerator: str = "cpu"  # cpu | gpu | auto
+    devices: int = 1  # processes per node (GPUs per node on GPU)
+    num_nodes: int = 1
+    partition: Optional[str] = None
+    account: Optional[str] = None
+    qos: Optional[str] = None
+    time: str = "24:00:00"
+    cpus_per_task: int = 2
+    mem: Optional[str] = None
+    setup: list[str] = field(default_factory=list)  # module loads, venv activation
+    sbatch_extra: list[str] = field(default_factory=list)
+    envs: dict[str, str] = field(default_factory=lambda: {"main": ".venv/bin/python", "vllm": ".venv-vllm/bin/python"})
+
+
+@dataclass
+class LoggerConfig:
+    backend: str = "wandb"  # wandb | none
+    mode: str = "offline"  # offline | online | disabled
+    project: str = "proxlab"
+    entity: Optional[str] = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PathsConfig:
+    data_dir: Optional[str] = None  # None: $PROXLAB_DATA_DIR, else <repo>/../shared/data
+    artifacts_dir: str = "artifacts"
+    runs_dir: str = "runs"
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "default"
+    sweep: Optional[str] = None  # the group a report gathers; default: name
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    refine: RefineConfig = field(default_factory=RefineConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    force: list[str] = field(default_factory=list)  # stages to rerun even if complete, e.g. [tokenize]
+    stop_after: Optional[str] = None  # run the graph up to and including this stage
+    dry_run: bool = False
+    notes: Optional[Any] = None
+
+
+def register_schemas() -> None:
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="proxlab_schema", node=ExperimentConfig)

@@ -1,0 +1,27 @@
+"""Where things are: the repository, the shared data directory (env-overridable), artifacts and runs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DATA_DIR_ENV = "PROXLAB_DATA_DIR"
+
+
+def data_dir(configured: str | None = None) -> Path:
+    """paths.data_dir if set, else $PROXLAB_DATA_DIR, else <repo>/../shared/data (the workspace's read-only data)."""
+    path = Path(configured or os.environ.get(DATA_DIR_ENV) or REPO_ROOT.parent / "shared" / "data")
+    if not path.is_dir():
+        raise FileNotFoundError(f"data directory {path} does not exist: set paths.data_dir=... or ${DATA_DIR_ENV}")
+    return path.resolve()
+
+
+def under_data_dir(path: str | None, default: str, configured_data_dir: str | None = None) -> Path:
+    """A path as given if absolute or existing, else relative to the data directory; `default` when None."""
+    if path is None:
+        return data_dir(configured_data_dir) / default
+    p = Path(path).expanduser()
+    if p.is_absolute() or p.exists():
+        return p.resolve()
+    return data_dir(configured_data_dir) / p

@@ -1,0 +1,200 @@
+"""`proxlab run exp=NAME [overrides]`: compose the experiment, plan its stage graph, run or reuse each stage, and write
+the run directory (config, ledger, metrics.jsonl, summary, W&B).
+
+Under Slurm every rank runs this same program (SPMD). Single-process stages run on rank 0 while the other ranks wait
+for the stage's completion marker; sharded stages and pretraining run on every rank.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from proxlab.experiments.config import register_schemas
+from proxlab.experiments.graph import PlannedStage, plan, run_key
+from proxlab.experiments.launcher import EXIT_REQUEUE, StageFailed, interpreter, run_stage_process
+from proxlab.experiments.ledger import SUMMARY, Ledger, StageEntry, collect_stage_metrics, experiment_summary
+from proxlab.experiments.paths import REPO_ROOT, data_dir
+from proxlab.experiments.spec import (SPEC_FILE, StageSpec, atomic_write_text, is_complete, rank_and_world)
+from proxlab.experiments.tracking import METRICS, MetricsLogger
+
+FAILED = "_FAILED"
+CONF_DIR = str(REPO_ROOT / "conf")
+
+register_schemas()
+
+
+def log(msg: str) -> None:
+    print(f"[proxlab] {msg}", flush=True)
+
+
+def run_directory(cfg: DictConfig, stages: list[PlannedStage]) -> Path:
+    label = f"{cfg.refine.variant}-{cfg.model.preset}-{run_key(stages)}"
+    return Path(cfg.paths.runs_dir).resolve() / (cfg.sweep or cfg.name) / label
+
+
+def wandb_settings(cfg: DictConfig) -> dict:
+    tags = [f"variant:{cfg.refine.variant}", f"model:{cfg.model.preset}", f"corpus:{cfg.corpus.name}",
+            f"exp:{cfg.name}", *cfg.logger.tags]
+    return {"backend": cfg.logger.backend, "mode": cfg.logger.mode if cfg.logger.backend == "wandb" else "disabled",
+            "project": cfg.logger.project, "entity": cfg.logger.entity, "group": cfg.sweep or cfg.name,
+            "tags": tags, "name_prefix": f"{cfg.name}/{cfg.refine.variant}/{cfg.model.preset}/"}
+
+
+def is_forced(stage: str, force: list[str]) -> bool:
+    return any(stage == f or stage.startswith(f + ".") for f in force)
+
+
+def remove_artifact(out_dir: Path) -> None:
+    if out_dir.exists():
+        trash = out_dir.with_name(f".{out_dir.name}.removed.{os.getpid()}")
+        out_dir.rename(trash)
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def wait_for(out_dir: Path, stage: str, poll_s: float = 2.0) -> None:
+    """Non-zero ranks: wait until rank 0 marks the stage complete (or failed)."""
+    while not is_complete(out_dir):
+        if (out_dir / FAILED).exists():
+            raise StageFailed(stage, 1, f" on rank 0 ({(out_dir / FAILED).read_text().strip()})")
+        time.sleep(poll_s)
+
+
+def execute(cfg: DictConfig, stage: PlannedStage, run_dir: Path, rank: int, world: int) -> bool:
+    """Run one stage unless its artifact is complete; return whether it was reused."""
+    if is_forced(stage.name, list(cfg.force)) and rank == 0 and not os.environ.get("PROXLAB_FORCED_" + stage.key):
+        log(f"{stage.name}: force={list(cfg.force)} → removing {stage.out_dir} and running it again")
+        remove_artifact(stage.out_dir)
+        os.environ["PROXLAB_FORCED_" + stage.key] = "1"  # once per process: multirun jobs share the artifact
+    if is_complete(stage.out_dir):
+        log(f"{stage.name}: reusing {stage.out_dir} (complete)")
+        return True
+    if not stage.definition.spmd and rank != 0:
+        log(f"{stage.name}: rank {rank} waiting for rank 0")
+        wait_for(stage.out_dir, stage.name)
+        return False
+    stage.out_dir.mkdir(parents=True, exist_ok=True)
+    (stage.out_dir / FAILED).unlink(missing_ok=True)
+    spec = StageSpec(
+        stage=stage.name, key=stage.key, out_dir=str(stage.out_dir),
+        config={k: v for k, v in stage.config.items() if k != "_env"},
+        inputs={name: str(inp.out_dir) for name, inp in stage.inputs.items()},
+        run_dir=str(run_dir), experiment=cfg.name, logger=wandb_settings(cfg),
+        runtime={"data_dir": str(data_dir(cfg.paths.data_dir)), "devices": cfg.cluster.devices,
+                 "num_nodes": cfg.cluster.num_nodes, "accelerator": cfg.cluster.accelerator,
+                 **({"rank": rank, "world_size": world} if stage.definition.spmd else {"rank": 0, "world_size": 1})},
+    )
+    spec_path = stage.out_dir / (SPEC_FILE if rank == 0 else f"spec.rank{rank}.json")
+    spec.save(spec_path)
+    python = interpreter(dict(cfg.cluster.envs), stage.env)
+    log(f"{stage.name}: running {stage.definition.module} in env {stage.env!r} → {stage.out_dir}")
+    t0 = time.perf_counter()
+    code = run_stage_process(stage.name, python, stage.definition.module, spec_path)
+    if code == EXIT_REQUEUE:
+        log(f"{stage.name}: checkpointed on a signal; exiting with code {EXIT_REQUEUE} so the job can be requeued")
+        sys.exit(EXIT_REQUEUE)
+    if code != 0:
+        if rank == 0:
+            atomic_write_text(stage.out_dir / FAILED, f"exit code {code}")
+        raise StageFailed(stage.name, code, f"; its spec is {spec_path}")
+    if stage.definition.spmd and rank != 0:
+        wait_for(stage.out_dir, stage.name)
+    log(f"{stage.name}: done in {time.perf_counter() - t0:.1f} s")
+    return False
+
+
+def print_plan(cfg: DictConfig, stages: list[PlannedStage], run_dir: Path) -> None:
+    log(f"experiment {cfg.name} (variant={cfg.refine.variant}, model={cfg.model.preset}, corpus={cfg.corpus.name})")
+    log(f"run directory: {run_dir}")
+    for st in stages:
+        state = "complete" if is_complete(st.out_dir) else "to run"
+        inputs = ", ".join(f"{k}={v.name}" for k, v in st.inputs.items())
+        log(f"  {st.name:<22} {st.key}  [{state}]  env={st.env}  {inputs}")
+    if cfg.dry_run:
+        from proxlab.experiments.planning import describe_training
+
+        for line in describe_training(cfg):
+            log(line)
+
+
+def run_experiment(cfg: DictConfig) -> dict:
+    artifacts = Path(cfg.paths.artifacts_dir).resolve()
+    stages = plan(cfg, artifacts)
+    run_dir = run_directory(cfg, stages)
+    rank, world = rank_and_world()
+    print_plan(cfg, stages, run_dir)
+    if cfg.dry_run:
+        return {}
+    t0 = time.perf_counter()
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        atomic_write_text(run_dir / "plan.json", json.dumps(
+            [{"stage": s.name, "key": s.key, "out_dir": str(s.out_dir), "inputs": {k: v.key for k, v in s.inputs.items()}}
+             for s in stages], indent=2))
+    ledger = Ledger(run_dir)
+    for stage in stages:
+        reused = execute(cfg, stage, run_dir, rank, world)
+        if rank == 0:
+            ledger.add(StageEntry.from_manifest(stage.name, stage.key, stage.out_dir, reused))
+            write_run_metrics(run_dir, ledger)
+    if rank != 0:
+        return {}
+    labels = {"experiment": cfg.name, "sweep": cfg.sweep or cfg.name, "variant": cfg.refine.variant,
+              "model": cfg.model.preset, "corpus": cfg.corpus.name, "run_dir": str(run_dir),
+              "wall_s": round(time.perf_counter() - t0, 1)}
+    summary = experiment_summary(ledger, labels)
+    atomic_write_text(run_dir / SUMMARY, json.dumps(summary, indent=2, sort_keys=True))
+    logger = MetricsLogger(run_dir / METRICS, job="summary", logger_cfg=wandb_settings(cfg), run_dir=run_dir,
+                           config=OmegaConf.to_container(cfg, resolve=True))
+    logger.summary({k: v for k, v in summary.items() if isinstance(v, (int, float)) and v is not None})
+    logger.close()
+    reused = summary["reused_stages"]
+    log(f"finished in {summary['wall_s']} s; reused {len(reused)}/{len(stages)} stages"
+        + (f" ({', '.join(reused)})" if reused else ""))
+    print_summary(summary)
+    return summary
+
+
+def write_run_metrics(run_dir: Path, ledger: Ledger) -> None:
+    """The run's metrics.jsonl: every record of the artifacts it used (rewritten whole, so reruns do not duplicate)."""
+    lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in collect_stage_metrics(ledger))
+    atomic_write_text(run_dir / METRICS, lines)
+
+
+def print_summary(summary: dict) -> None:
+    evals = {k[5:]: v for k, v in summary.items() if k.startswith("eval/") and k.count("/") == 1
+             and k not in ("eval/avg", "eval/metric")}
+    if evals:
+        metric = summary.get("eval/metric", "acc_norm")
+        log(f"{metric} by task: " + ", ".join(f"{k} {v:.3f}" for k, v in evals.items() if v is not None)
+            + f" | average {summary.get('eval/avg', float('nan')):.3f}")
+    log(f"FLOPs: refine {summary['flops/refine']:.3e} + train {summary['flops/train']:.3e} = "
+        f"{summary['flops/total']:.3e}; docs kept {summary.get('docs/kept')}/{summary.get('docs/raw')}; "
+        f"train tokens {summary.get('tokens/train')}")
+
+
+@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
+def hydra_main(cfg: DictConfig) -> None:
+    try:
+        run_experiment(cfg)
+    except StageFailed as e:
+        log(str(e))
+        sys.exit(1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    if argv is not None:
+        sys.argv = [sys.argv[0], *argv]
+    hydra_main()
+
+
+if __name__ == "__main__":
+    main()
