@@ -30,6 +30,7 @@ class CorpusConfig:
     docs_per_shard: int = 500
     on_bad_line: str = "error"  # error: stop naming file and line | skip: count, log and go on
     min_chars: int = 1  # shorter texts are dropped with reason "empty"
+    tokens: Optional[float] = None  # for `proxlab plan`: the raw pool's size in training-tokenizer tokens
 
 
 @dataclass
@@ -63,6 +64,7 @@ class GenerateConfig:
     max_retries: int = 5
     docs_per_shard: int = 256
     env: str = "main"  # which environment runs generation: main | vllm
+    size_preset: Optional[str] = None  # for `proxlab plan`: the refiner's architecture as a model preset (tlm_xs)
 
 
 @dataclass
@@ -83,6 +85,11 @@ class RefineConfig:
     chunk: GenerateConfig = field(default_factory=lambda: GenerateConfig(
         model="gair-prox/web-chunk-refining-lm", max_new_tokens=256))
     apply: ApplyConfig = field(default_factory=ApplyConfig)
+    # For `proxlab plan`: the share of tokens that survives each level (paper Table 7, RedPajama-V2: 62.5B raw →
+    # 19.0B after ProX-D → 16.0B after ProX-D+C; rules keep 31.5B).
+    expected_doc_kept: float = 0.304
+    expected_chunk_kept: float = 0.842
+    expected_rules_kept: float = 0.504
 
 
 @dataclass
@@ -190,6 +197,8 @@ class PathsConfig:
 class ExperimentConfig:
     name: str = "default"
     sweep: Optional[str] = None  # the group a report gathers; default: name
+    paper_table: Optional[str] = None  # the paper table this experiment reproduces (proxlab.experiments.paper.TABLES)
+    report_row: Optional[str] = None  # its row key in that table; default <model>/<variant>
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     refine: RefineConfig = field(default_factory=RefineConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

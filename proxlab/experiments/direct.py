@@ -13,9 +13,14 @@ from proxlab.experiments.paths import REPO_ROOT, data_dir
 
 
 def compose_config(overrides: list[str]):
+    """The experiment config outside a Hydra app, with Hydra's runtime node set so `${hydra:...}` resolves."""
+    from hydra.core.hydra_config import HydraConfig
+
     register_schemas()
     with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=overrides)
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    return cfg
 
 
 def evaluate_main(args: list[str]) -> None:

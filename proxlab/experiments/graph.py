@@ -38,6 +38,7 @@ STAGES: dict[str, StageDef] = {
 }
 
 VARIANTS = ("raw", "rules", "doc", "prox")
+PLAN_ONLY = ("tokens", "size_preset")  # config keys only `proxlab plan` reads: they never change an artifact
 
 
 @dataclass
@@ -51,7 +52,7 @@ class PlannedStage:
 
     @property
     def env(self) -> str:
-        return self.config.get("_env", self.definition.env)
+        return self.config.get("env", self.definition.env)  # generate stages name theirs: main or vllm
 
 
 def content_key(stage: str, version: int, config: dict[str, Any], input_keys: dict[str, str]) -> str:
@@ -80,19 +81,19 @@ def plan(cfg: DictConfig, artifacts_dir: Path) -> list[PlannedStage]:
         return st
 
     # Corpus: what is read is hashed, where it lies is not (`_resolved_path` travels in the spec's runtime instead).
-    prepared = add("prepare", _section(cfg, "corpus"))
+    prepared = add("prepare", _section(cfg, "corpus", drop=PLAN_ONLY))
 
     current = prepared
     if variant == "rules" or (variant in ("doc", "prox") and cfg.refine.rules_first):
         current = add("refine.rules", _section(cfg, "refine.rules"), docs=current)
     if variant in ("doc", "prox"):
         apply_cfg = _section(cfg, "refine.apply")
-        doc_gen = add("refine.generate_doc", {"level": "doc", **_section(cfg, "refine.doc"),
-                                              "_env": cfg.refine.doc.env}, docs=current)
+        doc_gen = add("refine.generate_doc", {"level": "doc", **_section(cfg, "refine.doc", drop=PLAN_ONLY)},
+                      docs=current)
         current = add("refine.apply_doc", {"level": "doc", **apply_cfg}, docs=current, programs=doc_gen)
         if variant == "prox":
-            chunk_gen = add("refine.generate_chunk", {"level": "chunk", **_section(cfg, "refine.chunk"),
-                                                      "_env": cfg.refine.chunk.env}, docs=current)
+            chunk_gen = add("refine.generate_chunk", {"level": "chunk", **_section(cfg, "refine.chunk", drop=PLAN_ONLY)},
+                            docs=current)
             current = add("refine.apply_chunk", {"level": "chunk", **apply_cfg}, docs=current, programs=chunk_gen)
 
     # The tokenizer is trained on the prepared (raw) corpus, so every variant of a sweep shares one vocabulary.

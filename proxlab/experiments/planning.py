@@ -35,3 +35,61 @@ def describe_training(cfg: DictConfig) -> list[str]:
         + (str(accum) if accum else f"IMPOSSIBLE ({t.global_batch_size} not divisible by {per_step})"),
         f"training FLOPs (6·N·D): {training_flops(mc, tokens):.3e}",
     ]
+
+
+# Dense bf16 peak FLOP/s per GPU (no sparsity), for GPU-hours at a given MFU.
+GPU_PEAK_FLOPS = {"H100": 989e12, "A100": 312e12}
+
+
+def refining_flops(cfg: DictConfig) -> tuple[list[str], float]:
+    """Paper Eqs. 11–13: C_doc ≈ 2·N_doc·D_raw, C_chunk ≈ 2·N_chunk·D_doc (D_output ≪ D_raw)."""
+    from proxlab.experiments.flops import inference_flops
+    from proxlab.pretrain.presets import model_config
+
+    raw = cfg.corpus.tokens
+    variant = cfg.refine.variant
+    if variant not in ("doc", "prox") or raw is None:
+        return [], 0.0
+    lines, total = [], 0.0
+    levels = [("doc", cfg.refine.doc, raw)]
+    if variant == "prox":
+        levels.append(("chunk", cfg.refine.chunk, raw * cfg.refine.expected_doc_kept))
+    for level, gen, tokens in levels:
+        if not gen.size_preset:
+            lines.append(f"refine {level}: refine.{level}.size_preset not set; its FLOPs are left out")
+            continue
+        flops = inference_flops(model_config(gen.size_preset), tokens, 0)
+        total += flops
+        lines.append(f"refine {level}: {gen.size_preset} refiner over {tokens:.3g} tokens → {flops:.3e} FLOPs")
+    return lines, total
+
+
+def variant_tokens(cfg: DictConfig) -> float | None:
+    raw, r = cfg.corpus.tokens, cfg.refine
+    if raw is None:
+        return None
+    return {"raw": raw, "rules": raw * r.expected_rules_kept, "doc": raw * r.expected_doc_kept,
+            "prox": raw * r.expected_doc_kept * r.expected_chunk_kept}[r.variant]
+
+
+def describe_costs(cfg: DictConfig, mfu: float = 0.4) -> list[str]:
+    """Tokens to refine and train, refining and training FLOPs, and GPU-hours, from the config alone."""
+    from proxlab.experiments.flops import non_embedding_params, training_flops
+    from proxlab.pretrain.presets import model_config
+
+    mc = model_config(cfg.model.preset, **model_overrides(cfg))
+    t = cfg.train
+    tokens = (t.early_stop_step or t.max_steps) * t.global_batch_size * t.seq_len
+    lines, refine = refining_flops(cfg)
+    train = training_flops(mc, tokens)
+    pool = variant_tokens(cfg)
+    if pool:
+        lines.append(f"variant pool ≈ {pool:.3g} tokens → {tokens / pool:.2f} epochs for {tokens:.3g} train tokens")
+    lines.append(f"FLOPs: refine {refine:.3e} + train {train:.3e} = {refine + train:.3e}")
+    if refine:
+        lines.append(f"refining equals training {refine / (6 * non_embedding_params(mc)):.3g} more tokens on "
+                     f"{cfg.model.preset}")
+    for gpu, peak in GPU_PEAK_FLOPS.items():
+        lines.append(f"GPU-hours at {mfu:.0%} MFU on {gpu}: refine {refine / (mfu * peak) / 3600:,.0f}, "
+                     f"train {train / (mfu * peak) / 3600:,.0f}")
+    return lines

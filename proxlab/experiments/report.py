@@ -103,6 +103,13 @@ def build_report(sweep_dir: Path, log_wandb: bool = False, logger_cfg: dict | No
         w.writerows(body)
     plot(rows, out / "accuracy_vs_flops.png", f"{Path(sweep_dir).name}: accuracy vs FLOPs")
     print(md, flush=True)
+    for name in sorted({r["paper_table"] for r in rows if r.get("paper_table")}):
+        from proxlab.experiments.paper import TABLES
+        from proxlab.experiments.paper_report import write_paper_table
+
+        if name not in TABLES:
+            raise KeyError(f"paper_table={name!r} is not one of {sorted(TABLES)}")
+        print(write_paper_table(TABLES[name], [r for r in rows if r.get("paper_table") == name], out), flush=True)
     print(f"[proxlab] report written to {out}", flush=True)
     if log_wandb:
         from proxlab.experiments.tracking import MetricsLogger

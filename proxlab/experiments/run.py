@@ -84,7 +84,7 @@ def execute(cfg: DictConfig, stage: PlannedStage, run_dir: Path, rank: int, worl
     (stage.out_dir / FAILED).unlink(missing_ok=True)
     spec = StageSpec(
         stage=stage.name, key=stage.key, out_dir=str(stage.out_dir),
-        config={k: v for k, v in stage.config.items() if k != "_env"},
+        config=stage.config,
         inputs={name: str(inp.out_dir) for name, inp in stage.inputs.items()},
         run_dir=str(run_dir), experiment=cfg.name, logger=wandb_settings(cfg),
         runtime={"data_dir": str(data_dir(cfg.paths.data_dir)), "devices": cfg.cluster.devices,
@@ -118,9 +118,9 @@ def print_plan(cfg: DictConfig, stages: list[PlannedStage], run_dir: Path) -> No
         inputs = ", ".join(f"{k}={v.name}" for k, v in st.inputs.items())
         log(f"  {st.name:<22} {st.key}  [{state}]  env={st.env}  {inputs}")
     if cfg.dry_run:
-        from proxlab.experiments.planning import describe_training
+        from proxlab.experiments.planning import describe_costs, describe_training
 
-        for line in describe_training(cfg):
+        for line in describe_training(cfg) + describe_costs(cfg):
             log(line)
 
 
@@ -149,6 +149,8 @@ def run_experiment(cfg: DictConfig) -> dict:
         return {}
     labels = {"experiment": cfg.name, "sweep": cfg.sweep or cfg.name, "variant": cfg.refine.variant,
               "model": cfg.model.preset, "corpus": cfg.corpus.name, "run_dir": str(run_dir),
+              "paper_table": cfg.paper_table,
+              "report_row": cfg.report_row or f"{cfg.model.preset}/{cfg.refine.variant}",
               "wall_s": round(time.perf_counter() - t0, 1)}
     summary = experiment_summary(ledger, labels)
     atomic_write_text(run_dir / SUMMARY, json.dumps(summary, indent=2, sort_keys=True))
