@@ -79,6 +79,10 @@ class ApplyConfig:
 @dataclass
 class RefineConfig:
     variant: str = "raw"  # raw | rules | doc | prox
+    # A job array over refine shards (slurm/refine_array.sh): this task's index and the array size. Each task does
+    # only its shards and leaves; whichever task finishes the last shard completes the stage. null: Slurm/local rank.
+    shard_rank: Optional[int] = None
+    num_shards: Optional[int] = None
     rules_first: bool = False  # run the rule filters before ProX programs
     rules: RulesConfig = field(default_factory=RulesConfig)
     doc: GenerateConfig = field(default_factory=GenerateConfig)

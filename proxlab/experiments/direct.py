@@ -44,6 +44,8 @@ def submit_main(args: list[str]) -> None:
     """`proxlab submit exp=NAME [overrides] [--dry-run]`: write and submit the sbatch command for the experiment."""
     dry = "--dry-run" in args
     overrides = [a for a in args if a != "--dry-run"]
+    if not any(a.split("=", 1)[0].lstrip("+") == "cluster" for a in overrides):
+        overrides = ["cluster=slurm", *overrides]  # submitting means Slurm unless the user picked a cluster config
     cfg = compose_config(overrides)
     from proxlab.experiments.slurm import submit
 

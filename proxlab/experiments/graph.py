@@ -107,10 +107,12 @@ def plan(cfg: DictConfig, artifacts_dir: Path) -> list[PlannedStage]:
     add("evaluate", _section(cfg, "eval"), checkpoint=pretrained)
 
     if cfg.stop_after:
+        # a stage name, or a prefix: stop_after=refine stops after the last refine.* stage
         names = [s.name for s in stages]
-        if cfg.stop_after not in names:
+        hits = [i for i, n in enumerate(names) if n == cfg.stop_after or n.startswith(cfg.stop_after + ".")]
+        if not hits:
             raise ValueError(f"stop_after={cfg.stop_after!r}: this experiment's stages are {names}")
-        stages = stages[: names.index(cfg.stop_after) + 1]
+        stages = stages[: hits[-1] + 1]
     return stages
 
 

@@ -19,6 +19,26 @@ from proxlab.experiments.paths import REPO_ROOT
 EXIT_REQUEUE = 3
 
 FORWARDED_SIGNALS = (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
+PREEMPTION_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)  # Slurm's pre-timeout signal, preemption, scancel
+
+_preempted = False
+
+
+def preempted() -> bool:
+    """Whether a preemption signal reached this orchestrator: it should stop at the next safe point and exit 3."""
+    return _preempted
+
+
+def _note_preemption(signum, _frame) -> None:
+    global _preempted
+    _preempted = True
+    print(f"[proxlab] received {signal.Signals(signum).name}: stopping at the next safe point", flush=True)
+
+
+def install_preemption_handlers() -> None:
+    """Between stages and while waiting, a preemption signal only sets a flag (the default action would kill us)."""
+    for sig in PREEMPTION_SIGNALS:
+        signal.signal(sig, _note_preemption)
 
 
 class StageFailed(RuntimeError):
@@ -59,7 +79,9 @@ def run_stage_process(stage: str, python: str, module: str, spec_path: Path, env
     proc = subprocess.Popen(cmd, env=child_env, preexec_fn=_die_with_parent)
     previous = {}
 
-    def forward(signum, _frame):
+    def forward(signum, frame):
+        if signum in PREEMPTION_SIGNALS:
+            _note_preemption(signum, frame)
         if proc.poll() is None:
             proc.send_signal(signum)
 

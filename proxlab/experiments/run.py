@@ -7,6 +7,8 @@ for the stage's completion marker; sharded stages and pretraining run on every r
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -19,7 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from proxlab.experiments.config import register_schemas
 from proxlab.experiments.graph import PlannedStage, plan, run_key
-from proxlab.experiments.launcher import EXIT_REQUEUE, StageFailed, interpreter, run_stage_process
+from proxlab.experiments.launcher import (EXIT_REQUEUE, StageFailed, install_preemption_handlers, interpreter,
+                                         preempted, run_stage_process)
 from proxlab.experiments.ledger import SUMMARY, Ledger, StageEntry, collect_stage_metrics, experiment_summary
 from proxlab.experiments.paths import REPO_ROOT, data_dir
 from proxlab.experiments.spec import (SPEC_FILE, StageSpec, atomic_write_text, is_complete, rank_and_world)
@@ -59,16 +62,58 @@ def remove_artifact(out_dir: Path) -> None:
         shutil.rmtree(trash, ignore_errors=True)
 
 
+def exit_for_requeue(where: str) -> None:
+    log(f"preempted {where}: exiting with code {EXIT_REQUEUE} so the job is requeued; finished stages are kept")
+    sys.exit(EXIT_REQUEUE)
+
+
 def wait_for(out_dir: Path, stage: str, poll_s: float = 2.0) -> None:
     """Non-zero ranks: wait until rank 0 marks the stage complete (or failed)."""
     while not is_complete(out_dir):
         if (out_dir / FAILED).exists():
             raise StageFailed(stage, 1, f" on rank 0 ({(out_dir / FAILED).read_text().strip()})")
+        if preempted():
+            exit_for_requeue(f"while waiting for {stage}")
         time.sleep(poll_s)
+
+
+@contextlib.contextmanager
+def artifact_lock(out_dir: Path, enabled: bool):
+    """One writer per artifact: concurrent experiments (or job-array tasks) that need the same single-process stage
+    take turns; the second finds it complete and reuses it."""
+    if not enabled:
+        yield
+        return
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(out_dir.parent / f".{out_dir.name}.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def shard_identity(cfg: DictConfig, stage: PlannedStage, rank: int, world: int) -> dict:
+    """Rank and world a stage process sees: a refine job-array task's own, the SPMD rank, or 0/1."""
+    if stage.name.startswith("refine.") and cfg.refine.shard_rank is not None:
+        if cfg.refine.num_shards is None or not 0 <= cfg.refine.shard_rank < cfg.refine.num_shards:
+            raise ValueError(f"refine.shard_rank={cfg.refine.shard_rank} needs 0 <= shard_rank < refine.num_shards "
+                             f"(={cfg.refine.num_shards})")
+        return {"rank": cfg.refine.shard_rank, "world_size": cfg.refine.num_shards, "array": True}
+    if stage.definition.spmd:
+        return {"rank": rank, "world_size": world}
+    return {"rank": 0, "world_size": 1}
 
 
 def execute(cfg: DictConfig, stage: PlannedStage, run_dir: Path, rank: int, world: int) -> bool:
     """Run one stage unless its artifact is complete; return whether it was reused."""
+    identity = shard_identity(cfg, stage, rank, world)
+    single_writer = not identity.get("array") and identity["world_size"] == 1 and rank == 0
+    with artifact_lock(stage.out_dir, single_writer):
+        return _execute(cfg, stage, run_dir, rank, identity)
+
+
+def _execute(cfg: DictConfig, stage: PlannedStage, run_dir: Path, rank: int, identity: dict) -> bool:
     if is_forced(stage.name, list(cfg.force)) and rank == 0 and not os.environ.get("PROXLAB_FORCED_" + stage.key):
         log(f"{stage.name}: force={list(cfg.force)} → removing {stage.out_dir} and running it again")
         remove_artifact(stage.out_dir)
@@ -76,6 +121,8 @@ def execute(cfg: DictConfig, stage: PlannedStage, run_dir: Path, rank: int, worl
     if is_complete(stage.out_dir):
         log(f"{stage.name}: reusing {stage.out_dir} (complete)")
         return True
+    if preempted():
+        exit_for_requeue(f"before {stage.name}")
     if not stage.definition.spmd and rank != 0:
         log(f"{stage.name}: rank {rank} waiting for rank 0")
         wait_for(stage.out_dir, stage.name)
@@ -88,26 +135,32 @@ def execute(cfg: DictConfig, stage: PlannedStage, run_dir: Path, rank: int, worl
         inputs={name: str(inp.out_dir) for name, inp in stage.inputs.items()},
         run_dir=str(run_dir), experiment=cfg.name, logger=wandb_settings(cfg),
         runtime={"data_dir": str(data_dir(cfg.paths.data_dir)), "devices": cfg.cluster.devices,
-                 "num_nodes": cfg.cluster.num_nodes, "accelerator": cfg.cluster.accelerator,
-                 **({"rank": rank, "world_size": world} if stage.definition.spmd else {"rank": 0, "world_size": 1})},
+                 "num_nodes": cfg.cluster.num_nodes, "accelerator": cfg.cluster.accelerator, **identity},
     )
-    spec_path = stage.out_dir / (SPEC_FILE if rank == 0 else f"spec.rank{rank}.json")
+    spec_path = stage.out_dir / (SPEC_FILE if identity["rank"] == 0 else f"spec.rank{identity['rank']}.json")
     spec.save(spec_path)
     python = interpreter(dict(cfg.cluster.envs), stage.env)
     log(f"{stage.name}: running {stage.definition.module} in env {stage.env!r} → {stage.out_dir}")
     t0 = time.perf_counter()
     code = run_stage_process(stage.name, python, stage.definition.module, spec_path)
-    if code == EXIT_REQUEUE:
-        log(f"{stage.name}: checkpointed on a signal; exiting with code {EXIT_REQUEUE} so the job can be requeued")
-        sys.exit(EXIT_REQUEUE)
+    if code == EXIT_REQUEUE or (code != 0 and preempted()):
+        exit_for_requeue(f"during {stage.name} (its exit code {code})")
     if code != 0:
         if rank == 0:
             atomic_write_text(stage.out_dir / FAILED, f"exit code {code}")
         raise StageFailed(stage.name, code, f"; its spec is {spec_path}")
+    if identity.get("array") and not is_complete(stage.out_dir):
+        log(f"{stage.name}: shard task {identity['rank']}/{identity['world_size']} done; the task that finishes the "
+            f"last shard completes the stage")
+        raise ArrayTaskDone(stage.name)
     if stage.definition.spmd and rank != 0:
         wait_for(stage.out_dir, stage.name)
     log(f"{stage.name}: done in {time.perf_counter() - t0:.1f} s")
     return False
+
+
+class ArrayTaskDone(Exception):
+    """A refine job-array task finished its shards; the rest of the graph is not this task's to run."""
 
 
 def print_plan(cfg: DictConfig, stages: list[PlannedStage], run_dir: Path) -> None:
@@ -132,6 +185,7 @@ def run_experiment(cfg: DictConfig) -> dict:
     print_plan(cfg, stages, run_dir)
     if cfg.dry_run:
         return {}
+    install_preemption_handlers()
     t0 = time.perf_counter()
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -141,7 +195,10 @@ def run_experiment(cfg: DictConfig) -> dict:
              for s in stages], indent=2))
     ledger = Ledger(run_dir)
     for stage in stages:
-        reused = execute(cfg, stage, run_dir, rank, world)
+        try:
+            reused = execute(cfg, stage, run_dir, rank, world)
+        except ArrayTaskDone:
+            return {}
         if rank == 0:
             ledger.add(StageEntry.from_manifest(stage.name, stage.key, stage.out_dir, reused))
             write_run_metrics(run_dir, ledger)

@@ -192,6 +192,20 @@ def write_manifest(spec: StageSpec, result: StageResult, started: str, wall_s: f
     return manifest
 
 
+class ShardsPending(Exception):
+    """A job-array task finished its shards while other tasks' shards are still open: leave without completing."""
+
+
+def is_finalizer(spec: StageSpec) -> bool:
+    """Whether this process completes the stage (checks, manifest, marker) once `main` has returned.
+
+    SPMD ranks wait for each other inside `main`, so rank 0 finalizes. Job-array tasks do not wait; `main` only returns
+    (instead of raising ShardsPending) in the task that saw every shard finished, so that task finalizes.
+    """
+    rank, _ = rank_and_world(spec.runtime.get("rank"), spec.runtime.get("world_size"))
+    return rank == 0 or bool(spec.runtime.get("array"))
+
+
 def run_stage(main: Callable[[StageSpec], StageResult], spec: StageSpec) -> StageResult | None:
     """Run `main` unless the artifact is complete, then write the manifest and, last, the completion marker.
 
@@ -203,9 +217,12 @@ def run_stage(main: Callable[[StageSpec], StageResult], spec: StageSpec) -> Stag
         return None
     spec.out.mkdir(parents=True, exist_ok=True)
     started, t0 = now_iso(), time.perf_counter()
-    result = main(spec)
-    rank, _ = rank_and_world(spec.runtime.get("rank"), spec.runtime.get("world_size"))
-    if rank == 0:
+    try:
+        result = main(spec)
+    except ShardsPending as pending:
+        print(f"[proxlab] {spec.stage}: {pending}", flush=True)
+        return None
+    if is_finalizer(spec):
         write_manifest(spec, result, started, time.perf_counter() - t0)
         mark_complete(spec.out, {"key": spec.key, "finished": now_iso()})
     return result

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from proxlab.experiments.spec import StageResult, StageSpec, rank_and_world, stage_cli
+from proxlab.experiments.spec import StageResult, StageSpec, is_finalizer, rank_and_world, stage_cli
 from proxlab.experiments.tracking import MetricsLogger
 from proxlab.refine.shards import (DOC_SCHEMA, DROP_SCHEMA, ShardStats, check_accounting, list_shards, read_docs,
                                    run_sharded, shard_name, write_parquet)
@@ -75,12 +75,13 @@ def main(spec: StageSpec) -> StageResult:
     from tqdm import tqdm
 
     total = run_sharded(in_shards, spec.out, process, rank, world,
-                        progress=lambda xs: tqdm(xs, desc=f"refine.rules {'+'.join(cfg['filters'])}", unit="shard"))
-    if rank == 0:
+                        progress=lambda xs: tqdm(xs, desc=f"refine.rules {'+'.join(cfg['filters'])}", unit="shard"),
+                        wait=not spec.runtime.get("array"))
+    if is_finalizer(spec):
         check_accounting(spec.input("docs"), spec.out)
     counts = {"docs_in": total.docs_in, "docs_out": total.docs_out, "chars_in": total.chars_in,
               "chars_out": total.chars_out, **{f"dropped/{k}": v for k, v in total.dropped.items()}}
-    log = MetricsLogger.for_stage(spec, rank)
+    log = MetricsLogger.for_stage(spec, 0 if is_finalizer(spec) else rank)
     log.summary({"refine/docs_in": total.docs_in, "refine/docs_kept": total.docs_out,
                  "refine/kept_ratio": total.docs_out / max(total.docs_in, 1),
                  "refine/chars_kept_ratio": total.chars_out / max(total.chars_in, 1),

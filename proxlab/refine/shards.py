@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from proxlab.experiments.spec import atomic_write_text
+from proxlab.experiments.spec import ShardsPending, atomic_write_text
 
 DOC_SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("source", pa.string()), ("meta", pa.string())])
 DROP_SCHEMA = pa.schema([("id", pa.string()), ("reason", pa.string()), ("text", pa.string())])
@@ -107,21 +107,31 @@ def run_sharded(
     world_size: int = 1,
     wait_timeout_s: float = 7 * 24 * 3600,
     progress: Callable[[Iterable[int]], Iterable[int]] | None = None,
+    wait: bool = True,
 ) -> ShardStats:
-    """Process this rank's unfinished shards, then (every rank) wait until all shards are finished and return totals.
+    """Process shards, then return the totals once every shard is finished.
 
     `process(index, in_path)` writes the shard's outputs atomically and returns its stats; the stats file is written
     after it returns, so a shard with a stats file is complete and is never redone.
+    SPMD (`wait=True`): shard i belongs to rank i % world_size, and every rank waits for all shards.
+    Job arrays (`wait=False`), whose tasks may not all run at once: a task takes every open shard nobody holds, and
+    raises ShardsPending when others still hold some (the task that finishes the last shard completes the stage).
     """
-    mine = [i for i in range(len(in_shards)) if i % world_size == rank]
-    todo = [i for i in mine if not stats_path(out_dir, i).exists()]
-    skipped = len(mine) - len(todo)
-    if skipped:
-        print(f"[proxlab] {skipped} of this rank's {len(mine)} shards already finished; redoing none of them",
-              flush=True)
-    for i in (progress(todo) if progress else todo):
-        stats = process(i, in_shards[i])
-        atomic_write_text(stats_path(out_dir, i), json.dumps(stats.to_dict(), sort_keys=True))
+    if not wait:
+        _claim_and_process(in_shards, out_dir, process, progress)
+    else:
+        mine = [i for i in range(len(in_shards)) if i % world_size == rank]
+        todo = [i for i in mine if not stats_path(out_dir, i).exists()]
+        if len(mine) - len(todo):
+            print(f"[proxlab] {len(mine) - len(todo)} of this rank's {len(mine)} shards already finished; "
+                  f"redoing none of them", flush=True)
+        for i in (progress(todo) if progress else todo):
+            stats = process(i, in_shards[i])
+            atomic_write_text(stats_path(out_dir, i), json.dumps(stats.to_dict(), sort_keys=True))
+    open_shards = [i for i in range(len(in_shards)) if not stats_path(out_dir, i).exists()]
+    if open_shards and not wait:
+        raise ShardsPending(f"{len(open_shards)} shards are being processed by other tasks (e.g. {open_shards[:3]}); "
+                            f"the task that finishes the last one completes the stage")
     deadline = time.monotonic() + wait_timeout_s
     while not all(stats_path(out_dir, i).exists() for i in range(len(in_shards))):
         if time.monotonic() > deadline:
@@ -131,6 +141,26 @@ def run_sharded(
     for i in range(len(in_shards)):
         total.add(ShardStats.from_dict(json.loads(stats_path(out_dir, i).read_text())))
     return total
+
+
+def _claim_and_process(in_shards: list[Path], out_dir: Path, process: Callable[[int, Path], ShardStats],
+                       progress: Callable[[Iterable[int]], Iterable[int]] | None) -> None:
+    """Job-array mode: take any open shard nobody holds (a per-shard flock, released if its holder dies), so tasks
+    that run one after another, or a failed task resubmitted alone, still cover every shard exactly once."""
+    import fcntl
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    open_shards = [i for i in range(len(in_shards)) if not stats_path(out_dir, i).exists()]
+    for i in (progress(open_shards) if progress else open_shards):
+        with open(out_dir / f".shard-{i:05d}.lock", "w") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # another task is on it
+            if stats_path(out_dir, i).exists():
+                continue  # finished while we were getting here
+            stats = process(i, in_shards[i])
+            atomic_write_text(stats_path(out_dir, i), json.dumps(stats.to_dict(), sort_keys=True))
 
 
 def check_accounting(in_dir: Path, out_dir: Path, kept_prefix: str = "docs", dropped_prefix: str = "dropped") -> None:

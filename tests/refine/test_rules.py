@@ -62,3 +62,30 @@ def test_interrupted_stage_redoes_only_unfinished_shards(tmp_path):
                                     inputs={"docs": str(tmp_path / "docs")}, logger={"backend": "none"}))
     assert (out / "docs-00000.parquet").stat().st_mtime_ns == before  # finished shard untouched
     assert (out / "shard-00001.json").exists() and (out / "_SUCCESS").exists()
+
+
+def test_job_array_tasks_cover_every_shard_and_the_last_one_completes(tmp_path):
+    import fcntl
+
+    src = tmp_path / "docs"
+    write_parquet(src / shard_name("docs", 0), docs()[:2], DOC_SCHEMA)
+    write_parquet(src / shard_name("docs", 1), docs()[2:], DOC_SCHEMA)
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def task(rank):
+        cfg = {"filters": ["gopher"], "c4_terminal_punct": True, "write_dropped": False, "language": "eng"}
+        return run_stage(rules.main, StageSpec(stage="refine.rules", key="k", out_dir=str(out), config=cfg,
+                                               inputs={"docs": str(src)}, logger={"backend": "none"},
+                                               runtime={"rank": rank, "world_size": 2, "array": True}))
+
+    with open(out / ".shard-00001.lock", "w") as held:  # another array task is busy with shard 1
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert task(0) is None  # did shard 0, left shard 1 to its holder, did not complete the stage
+        assert (out / "shard-00000.json").exists() and not (out / "shard-00001.json").exists()
+        assert not (out / "_SUCCESS").exists()
+    result = task(1)  # e.g. the holder failed and its task was resubmitted alone
+    assert result is not None and (out / "_SUCCESS").exists()
+    assert result.counts["docs_in"] == 4
+    assert {r["id"] for r in iter_docs(out)} | {r["id"] for r in iter_docs(out, prefix="dropped")} == {
+        "good", "short", "code", "good2"}
