@@ -162,6 +162,8 @@ class EvalConfig:
     checkpoints: str = "final"  # final | all (accuracy-by-step curves)
     on_missing_task: str = "error"  # error | skip
     model: Optional[str] = None  # evaluate an HF model or checkpoint directly instead of the pretrain output
+    task_limits: dict[str, int] = field(default_factory=dict)  # per-task sample caps (e.g. {mmlu: 4} per subject)
+    max_gen_toks: Optional[int] = None  # generation tasks: cap new tokens (shorter runs on CPU)
 
 
 @dataclass

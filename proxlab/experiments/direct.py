@@ -31,7 +31,7 @@ def evaluate_main(args: list[str]) -> None:
         raise SystemExit("usage: proxlab evaluate model=<checkpoint dir | HF model dir or id> eval=<suite> [eval.*=...]")
     overrides = [a for a in args if not a.startswith(("model=", "out="))]
     cfg = compose_config(overrides)
-    from proxlab.evaluate.stage import evaluate_model
+    from proxlab.evaluate.runner import evaluate_model
 
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", model.strip("/"))[-80:]
     out_dir = Path(out) if out else Path(cfg.paths.runs_dir).resolve() / "evaluate" / name / cfg.eval.suite

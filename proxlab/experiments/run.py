@@ -135,7 +135,8 @@ def _execute(cfg: DictConfig, stage: PlannedStage, run_dir: Path, rank: int, ide
         inputs={name: str(inp.out_dir) for name, inp in stage.inputs.items()},
         run_dir=str(run_dir), experiment=cfg.name, logger=wandb_settings(cfg),
         runtime={"data_dir": str(data_dir(cfg.paths.data_dir)), "devices": cfg.cluster.devices,
-                 "num_nodes": cfg.cluster.num_nodes, "accelerator": cfg.cluster.accelerator, **identity},
+                 "num_nodes": cfg.cluster.num_nodes, "accelerator": cfg.cluster.accelerator,
+                 "device": "cuda" if cfg.cluster.accelerator == "gpu" else "cpu", **identity},
     )
     spec_path = stage.out_dir / (SPEC_FILE if identity["rank"] == 0 else f"spec.rank{identity['rank']}.json")
     spec.save(spec_path)

@@ -1,0 +1,290 @@
+"""Run a suite with lm-eval on one model and turn lm-eval's output into proxlab's results format.
+
+``evaluate_model(model, suite_cfg, out_dir, data_dir)`` is the entry point for a CLI (``proxlab evaluate model=...
+eval=general``): ``model`` is a LitGPT checkpoint dir (or pretrain output with ``final/``), a Hugging Face model dir
+or hub id (offline: must be cached), or ``smollm2`` (the local SmolLM2-135M-Instruct, built on first use).
+
+Results format (one checkpoint)::
+
+    {"suite", "checkpoint", "step", "model", "num_fewshot", "limit", "metric",
+     "tasks": {task: {"acc", "acc_norm" (None if the task has none), "n", "chance", "metric"}},
+     "average": unweighted mean over tasks of each task's reported metric,
+     "skipped": {task: [missing files]}, "subtasks": {"mmlu": {subject: {...}}}, "runtime_s"}
+
+Accuracies are fractions in [0, 1]; ``chance`` is the expected accuracy of a uniform guess (mean of 1/#choices over
+the scored docs; 0 for free-form math answers).
+
+``suite_cfg`` takes the ``EvalConfig`` keys (suite, tasks, limit, num_fewshot, batch_size, seed, checkpoints,
+on_missing_task, model; ``tasks`` empty/None = the whole suite) plus optional ``task_limits`` ({task: n}, e.g. a
+smaller limit per MMLU subject), ``max_gen_toks`` (override generation length) and ``hf_impl`` (``shared`` | ``hflm``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from proxlab.evaluate.data import resolve_data_dir
+from proxlab.evaluate.suites import SuiteDef, TaskDef, check_data, get_suite, resolve_tasks
+
+log = logging.getLogger(__name__)
+
+DEFAULTS: dict[str, Any] = {"suite": "tiny_mc", "tasks": None, "limit": None, "num_fewshot": None, "batch_size": 16,
+                            "seed": 1234, "checkpoints": "final", "on_missing_task": "error", "model": None}
+SMOLLM2_ALIASES = ("smollm2", "smollm2-135m-instruct", "SmolLM2-135M-Instruct", "HuggingFaceTB/SmolLM2-135M-Instruct")
+
+
+def set_offline_env() -> None:
+    for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        os.environ.setdefault(k, "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def normalize_cfg(cfg: dict[str, Any] | None) -> dict[str, Any]:
+    out = {**DEFAULTS, **dict(cfg or {})}
+    if out["limit"] is not None:
+        out["limit"] = int(out["limit"])
+    return out
+
+
+# -- models -------------------------------------------------------------------------------------------------------------
+
+def resolve_model_path(model: str | Path) -> tuple[str, str]:
+    """(kind, location): kind is ``litgpt`` or ``hf``."""
+    from proxlab.evaluate.litgpt_lm import is_litgpt_checkpoint
+
+    s = str(model)
+    if s in SMOLLM2_ALIASES:
+        from proxlab.evaluate.smollm2 import ensure_smollm2
+
+        return "hf", str(ensure_smollm2())
+    p = Path(s).expanduser()
+    if p.exists():
+        if is_litgpt_checkpoint(p):
+            return "litgpt", str(p.resolve())
+        if (p / "config.json").is_file():
+            return "hf", str(p.resolve())
+        raise FileNotFoundError(f"{p}: not a LitGPT checkpoint (lit_model.pth, or final/) nor an HF model (config.json)")
+    return "hf", s  # a hub id; offline it must already be in the HF cache
+
+
+def configure_threads(threads: int | None = None) -> None:
+    """Set torch's intra-op threads from ``threads`` or ``$PROXLAB_EVAL_THREADS`` (unset: torch's default).
+
+    On a small CPU shared with other jobs, 1 thread can be several times faster than 2: every OpenMP parallel region
+    waits for its slowest thread, and a descheduled thread stalls each of the model's ~hundreds of ops per forward.
+    """
+    n = threads if threads is not None else os.environ.get("PROXLAB_EVAL_THREADS")
+    if n:
+        import torch
+
+        torch.set_num_threads(int(n))
+
+
+def make_lm(model: str | Path, batch_size: int = 16, device: str = "cpu", dtype: str = "float32",
+            max_gen_toks: int | None = None, hf_impl: str = "shared"):
+    """An lm-eval LM for ``model``: LitGPT checkpoint -> ``LitGPTLM``; otherwise a Hugging Face model through
+    lm-eval's ``HFLM`` (``hf_impl="hflm"``) or its shared-context subclass (``"shared"``, default; same scores)."""
+    set_offline_env()
+    configure_threads()
+    kind, loc = resolve_model_path(model)
+    if kind == "litgpt":
+        from proxlab.evaluate.litgpt_lm import LitGPTLM
+
+        kw = {"max_gen_toks": max_gen_toks} if max_gen_toks else {}
+        return LitGPTLM(loc, batch_size=int(batch_size), device=device, dtype=dtype, **kw)
+    from lm_eval.models.huggingface import HFLM
+
+    from proxlab.evaluate.hf_lm import SharedContextHFLM
+
+    if hf_impl not in ("shared", "hflm"):
+        raise ValueError(f"hf_impl must be 'shared' or 'hflm', got {hf_impl!r}")
+    cls = SharedContextHFLM if hf_impl == "shared" else HFLM
+    kw = {"max_gen_toks": max_gen_toks} if max_gen_toks else {}
+    # add_bos_token is left to the tokenizer (HF add_special_tokens=True, as lighteval ran it)
+    return cls(pretrained=loc, batch_size=int(batch_size), device=device, dtype=dtype, **kw)
+
+
+# -- running ------------------------------------------------------------------------------------------------------------
+
+def _chance(task: TaskDef, samples: list[dict[str, Any]]) -> float:
+    if task.kind == "gen":
+        from proxlab.evaluate.math_tasks import chance
+
+        return chance(task.name)
+    if not samples:
+        return 0.0
+    return round(sum(1.0 / len(s["doc"]["choices"]) for s in samples) / len(samples), 6)
+
+
+def _metric(res: dict[str, Any], name: str) -> float | None:
+    v = res.get(f"{name},none")
+    return None if v is None or v == "N/A" else float(v)
+
+
+def _sample_record(sample: dict[str, Any], task: TaskDef) -> dict[str, Any]:
+    doc = dict(sample.get("doc", {}))
+    rec: dict[str, Any] = {"doc_id": sample.get("doc_id"), "doc_index": doc.get("doc_index")}
+    args = sample.get("arguments") or []
+    if task.kind == "gen":
+        from proxlab.evaluate.math_tasks import score_generation
+
+        generation = (sample.get("filtered_resps") or [""])[0]
+        pred, correct = score_generation(generation, doc)
+        rec.update({"prompt": args[0][0] if args else None, "generation": generation, "prediction": pred,
+                    "gt": doc.get("gt"), "acc": float(correct)})
+    else:
+        lls = [r[0] if isinstance(r, (list, tuple)) else r for r in (sample.get("filtered_resps") or [])]
+        rec.update({"context": args[0][0] if args else None, "continuations": [a[1] for a in args],
+                    "loglikelihoods": [float(x) for x in lls], "gold": doc.get("gold"),
+                    **{m: sample[m] for m in ("acc", "acc_norm") if m in sample}})
+    rec["raw"] = doc.get("raw")
+    return rec
+
+
+def write_samples(samples: dict[str, list[dict[str, Any]]], tasks: list[TaskDef], out_dir: Path) -> int:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    total = 0
+    for task in tasks:
+        for lm_task in task.lm_tasks:
+            rows = samples.get(lm_task, [])
+            total += len(rows)
+            with open(out_dir / f"{lm_task}.jsonl", "w", encoding="utf-8") as f:
+                for s in sorted(rows, key=lambda s: s.get("doc_id", 0)):
+                    f.write(json.dumps(_sample_record(s, task), ensure_ascii=False, default=str) + "\n")
+    return total
+
+
+def run_suite(lm, cfg: dict[str, Any], data_dir: str | Path | None = None, samples_dir: Path | None = None,
+              checkpoint: str = "final", step: int | None = None, model_name: str | None = None) -> dict[str, Any]:
+    """Evaluate ``lm`` on the suite described by ``cfg`` (EvalConfig keys); returns the results dict."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    set_offline_env()
+    cfg = normalize_cfg(cfg)
+    t0 = time.perf_counter()
+    suite: SuiteDef = get_suite(cfg["suite"])
+    data_root = resolve_data_dir(data_dir)
+    wanted = resolve_tasks(suite, cfg["tasks"])
+    tasks, skipped = check_data(suite, wanted, data_root, cfg["on_missing_task"])
+    for name, files in skipped.items():
+        log.warning("eval suite %s: skipping task %s, data missing: %s", suite.name, name, ", ".join(files))
+    if not tasks:
+        raise RuntimeError(f"suite {suite.name!r}: no task left to run (skipped: {sorted(skipped)})")
+    tm = TaskManager(include_path=str(suite.include_path), include_defaults=False,
+                     metadata={"data_dir": str(data_root)})
+    seed = int(cfg["seed"])
+    task_limits = dict(cfg.get("task_limits") or {})
+    gen_kwargs = {"max_gen_toks": int(cfg["max_gen_toks"])} if cfg.get("max_gen_toks") else None
+    groups: dict[Any, list[str]] = {}
+    for t in tasks:
+        groups.setdefault(task_limits.get(t.name, cfg["limit"]), []).extend(t.lm_tasks)
+    out: dict[str, Any] = {"results": {}, "n-samples": {}, "samples": {}}
+    for limit, names in groups.items():
+        part = lm_eval.simple_evaluate(
+            model=lm, tasks=names, num_fewshot=cfg["num_fewshot"], limit=limit, log_samples=True,
+            task_manager=tm, bootstrap_iters=0, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
+            fewshot_random_seed=seed, apply_chat_template=False, fewshot_as_multiturn=False, gen_kwargs=gen_kwargs)
+        if part is None:  # non-zero ranks under lm-eval's own distribution
+            return {}
+        for key in out:
+            out[key].update(part.get(key, {}))
+    samples = out["samples"]
+    per_task: dict[str, Any] = {}
+    subtasks: dict[str, Any] = {}
+    for t in tasks:
+        parts = {}
+        for lm_task in t.lm_tasks:
+            res = out["results"][lm_task]
+            n = int(out["n-samples"][lm_task]["effective"])
+            parts[lm_task] = {"acc": _metric(res, "acc"), "acc_norm": _metric(res, "acc_norm"), "n": n,
+                              "chance": _chance(t, samples.get(lm_task, []))}
+        if len(parts) == 1:
+            entry = dict(next(iter(parts.values())))
+        else:  # MMLU: unweighted mean over subjects (lighteval's mmlu:_average)
+            def _mean(key: str) -> float | None:
+                vals = [p[key] for p in parts.values()]
+                return None if any(v is None for v in vals) else float(sum(vals) / len(vals))
+
+            entry = {"acc": _mean("acc"), "acc_norm": _mean("acc_norm"), "n": sum(p["n"] for p in parts.values()),
+                     "chance": _mean("chance")}
+            subtasks[t.name] = {k.replace(f"{suite.task_dir}_{t.name}_", ""): v for k, v in parts.items()}
+        entry["metric"] = t.metric
+        per_task[t.name] = entry
+    reported = [e[e["metric"]] for e in per_task.values()]
+    results = {
+        "suite": suite.name,
+        "checkpoint": checkpoint,
+        "step": step,
+        "model": model_name,
+        "num_fewshot": cfg["num_fewshot"],
+        "limit": cfg["limit"],
+        "task_limits": task_limits,
+        "seed": seed,
+        "metric": "acc_norm" if suite.name in ("general", "tiny_mc") else ("acc" if suite.name == "math"
+                                                                            else "acc_norm|acc"),
+        "tasks": per_task,
+        "average": float(sum(reported) / len(reported)),
+        "skipped": skipped,
+        "subtasks": subtasks,
+        "data_dir": str(data_root),
+    }
+    if samples_dir is not None:
+        results["samples_dir"] = str(samples_dir)
+        results["n_samples"] = write_samples(samples, tasks, Path(samples_dir))
+    else:
+        results["n_samples"] = sum(e["n"] for e in per_task.values())
+    results["runtime_s"] = round(time.perf_counter() - t0, 2)
+    return results
+
+
+def results_table(results: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    """Rows for a W&B / console table: one per task plus the average."""
+    cols = ["checkpoint", "step", "task", "metric", "value", "acc", "acc_norm", "n", "chance"]
+    rows = []
+    for name, e in results["tasks"].items():
+        rows.append([results["checkpoint"], results["step"], name, e["metric"], e[e["metric"]], e["acc"],
+                     e["acc_norm"], e["n"], e["chance"]])
+    rows.append([results["checkpoint"], results["step"], "average", results["metric"], results["average"], None, None,
+                 sum(e["n"] for e in results["tasks"].values()), None])
+    return cols, rows
+
+
+def format_table(results: dict[str, Any]) -> str:
+    lines = [f"suite={results['suite']} checkpoint={results['checkpoint']} step={results['step']} "
+             f"fewshot={results['num_fewshot']} limit={results['limit']}",
+             f"{'task':<16}{'metric':<10}{'value':>8}{'chance':>8}{'acc':>8}{'acc_norm':>10}{'n':>7}"]
+    for name, e in results["tasks"].items():
+        an = "-" if e["acc_norm"] is None else f"{e['acc_norm']:.4f}"
+        lines.append(f"{name:<16}{e['metric']:<10}{e[e['metric']]:>8.4f}{e['chance']:>8.4f}{e['acc']:>8.4f}"
+                     f"{an:>10}{e['n']:>7}")
+    lines.append(f"{'average':<16}{results['metric']:<10}{results['average']:>8.4f}")
+    return "\n".join(lines)
+
+
+def evaluate_model(model: str, suite_cfg: dict[str, Any], out_dir: Path, data_dir: Path | None = None,
+                   device: str = "cpu", dtype: str = "float32") -> dict[str, Any]:
+    """Evaluate one model (LitGPT checkpoint, HF dir/id, or ``smollm2``) on a suite; writes
+    ``<out_dir>/results.json`` and ``<out_dir>/samples/<task>.jsonl``; returns the results dict."""
+    from proxlab.experiments.spec import atomic_write_text
+
+    cfg = normalize_cfg(suite_cfg)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    kind, loc = resolve_model_path(model)
+    lm = make_lm(model, batch_size=cfg["batch_size"], device=device, dtype=dtype, hf_impl=cfg.get("hf_impl", "shared"))
+    step = None
+    if kind == "litgpt":
+        from proxlab.evaluate.litgpt_lm import checkpoint_step
+
+        step = checkpoint_step(lm.checkpoint_dir, lm.meta)
+    results = run_suite(lm, cfg, data_dir, samples_dir=out_dir / "samples", checkpoint="final", step=step,
+                        model_name=loc)
+    results["model_kind"] = kind
+    atomic_write_text(out_dir / "results.json", json.dumps(results, indent=2, sort_keys=True, default=str))
+    return results

@@ -1,0 +1,1 @@
+"""lm-eval task YAMLs (package data)."""

@@ -1,0 +1,74 @@
+"""The evaluate stage on a pretrain artifact: final + every intermediate checkpoint, results / by_step / samples files,
+metrics.jsonl lines per step, a table per checkpoint, W&B offline, manifest and _SUCCESS."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from proxlab.experiments.spec import StageSpec, read_jsonl, run_stage
+from proxlab.evaluate.stage import list_checkpoints, main
+
+torch.set_num_threads(1)
+
+
+def make_spec(tmp_path: Path, artifact: Path, **cfg) -> StageSpec:
+    config = {"suite": "tiny_mc", "tasks": ["arc_easy", "piqa"], "limit": 4, "num_fewshot": None, "batch_size": 4,
+              "seed": 1234, "checkpoints": "final", "on_missing_task": "error", "model": None, **cfg}
+    return StageSpec(stage="evaluate", key="k" * 16, out_dir=str(tmp_path / "artifact"), config=config,
+                     inputs={"checkpoint": str(artifact)}, run_dir=str(tmp_path / "run"), experiment="t",
+                     logger={"mode": "offline", "project": "proxlab-test"}, runtime={})
+
+
+def test_list_checkpoints(tiny_artifact):
+    final, steps = list_checkpoints(tiny_artifact)
+    assert final == tiny_artifact / "final" and steps == [(10, tiny_artifact / "step-00000010")]
+
+
+def test_stage_all_checkpoints(tiny_artifact, tmp_path):
+    spec = make_spec(tmp_path, tiny_artifact, checkpoints="all")
+    result = run_stage(main, spec)
+    out = spec.out
+    assert (out / "_SUCCESS").exists() and (out / "manifest.json").exists()
+    final = json.loads((out / "results.json").read_text())
+    step10 = json.loads((out / "by_step" / "step-00000010.json").read_text())
+    assert final["checkpoint"] == "final" and final["step"] == 20 and set(final["tasks"]) == {"arc_easy", "piqa"}
+    assert step10["checkpoint"] == "step-00000010" and step10["step"] == 10
+    assert final["tasks"] != step10["tasks"] or final["average"] == step10["average"]
+    for name in ("final", "step-00000010"):
+        for task in ("arc_easy", "piqa"):
+            assert len((out / "samples" / name / f"general_{task}.jsonl").read_text().splitlines()) == 4
+    assert result.counts == {"tasks": 2, "samples": 16, "checkpoints": 2} and result.flops == {}
+    assert result.extra["results"]["average"] == final["average"]
+    lines = read_jsonl(out / "metrics.jsonl")
+    steps = [(r["step"], r["eval/avg"]) for r in lines if "eval/avg" in r]
+    assert steps == [(10, step10["average"]), (20, final["average"])]
+    assert [r["table"] for r in lines if "table" in r] == ["eval/table/step-00000010", "eval/table/final"]
+    summary = [r for r in lines if r.get("summary")]
+    assert summary and summary[-1]["eval/final/avg"] == final["average"]
+    assert any((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    tables = list((tmp_path / "run" / "wandb").glob("offline-run-*/files/media/table/**/*.table.json"))
+    assert len(tables) == 2, tables  # one W&B table per checkpoint
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"]["samples"] == 16
+
+
+def test_stage_cli_model_override(tiny_artifact, tmp_path):
+    """``python -m proxlab.evaluate.stage --spec`` with ``config.model`` set (evaluate a model, not the input)."""
+    spec = make_spec(tmp_path, tmp_path / "unused", model=str(tiny_artifact / "step-00000010"), tasks=["piqa"],
+                     limit=2)
+    spec.logger = {"mode": "disabled"}
+    spec_path = tmp_path / "spec.json"
+    spec.save(spec_path)
+    env = {**os.environ, "PROXLAB_EVAL_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "proxlab.evaluate.stage", "--spec", str(spec_path)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads((spec.out / "results.json").read_text())
+    assert res["tasks"]["piqa"]["n"] == 2 and res["step"] == 10
+    assert (spec.out / "_SUCCESS").exists()
