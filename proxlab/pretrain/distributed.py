@@ -1,0 +1,71 @@
+"""Lightning Fabric for a pretrain spec: accelerator, devices, nodes, strategy, precision, CPU threads.
+
+Strategy (train.strategy):
+- one process: Fabric's single-device strategy.
+- auto on CPU, or ddp: DDP (gloo on CPU, NCCL on GPU).
+- auto on GPU, or fsdp: FSDP wrapping each transformer Block, full state dicts on save (LitGPT's choice);
+  FULL_SHARD on one node, HYBRID_SHARD (shard within a node, replicate across nodes) on several, as the reference
+  code trained its TLMs. `spec.runtime["activation_checkpointing"]` checkpoints every Block (the reference code did
+  so for Mistral-7B).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+
+def make_fabric(runtime: dict[str, Any], train: dict[str, Any]):
+    import lightning as L
+    from lightning.fabric.strategies import DDPStrategy, FSDPStrategy
+
+    accelerator = runtime.get("accelerator") or "cpu"
+    devices = int(runtime.get("devices") or 1)
+    num_nodes = int(runtime.get("num_nodes") or 1)
+    kind = train.get("strategy") or "auto"
+    if kind not in ("auto", "ddp", "fsdp"):
+        raise ValueError(f"train.strategy={kind!r}: expected auto, ddp or fsdp")
+    on_cpu = accelerator == "cpu"
+    if devices * num_nodes == 1:
+        strategy: Any = "auto"
+    elif kind == "ddp" or (kind == "auto" and on_cpu):
+        strategy = DDPStrategy(process_group_backend="gloo" if on_cpu else None)
+    else:
+        from litgpt.model import Block
+
+        strategy = FSDPStrategy(
+            auto_wrap_policy={Block},
+            state_dict_type="full",
+            sharding_strategy="HYBRID_SHARD" if num_nodes > 1 else "FULL_SHARD",
+            activation_checkpointing_policy={Block} if runtime.get("activation_checkpointing") else None,
+        )
+    precision = train.get("precision") or "32-true"
+    return L.Fabric(accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
+                    precision=precision)
+
+
+def set_threads(runtime: dict[str, Any]) -> int:
+    """Intra-op threads: runtime["threads"], else this process's CPU share: under Slurm its task's CPUs, locally the
+    usable cores divided among the processes Fabric starts on this machine."""
+    import torch
+
+    n = runtime.get("threads") or os.environ.get("SLURM_CPUS_PER_TASK")
+    if not n:
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:
+            cores = os.cpu_count() or 1
+        n = max(1, cores // int(runtime.get("devices") or 1))
+    torch.set_num_threads(int(n))
+    return int(n)
+
+
+def is_local_child(fabric) -> bool:
+    """A rank that Fabric's own launcher started as a child of rank 0 (local multi-process runs, not Slurm/torchrun).
+
+    Its parent watches it and SIGKILLs everything when a child exits non-zero, so such a rank exits 0 after a
+    preemption checkpoint and lets rank 0 report the requeue code.
+    """
+    from lightning.fabric.plugins.environments import LightningEnvironment
+
+    return fabric.global_rank != 0 and type(fabric.strategy.cluster_environment) is LightningEnvironment

@@ -1,0 +1,64 @@
+"""Building the LitGPT model of a pretrain spec: its Config, GPT-NeoX initialisation, optional initial weights."""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+# ModelConfig keys that are not litgpt.Config fields.
+_NOT_CONFIG = ("preset", "init_checkpoint", "tokenizer")
+
+
+def build_config(model_cfg: dict[str, Any], tokenizer_dir: Path):
+    """`presets.model_config(preset, **non-None overrides)`; vocab_size from the tokenizer when the spec leaves it None."""
+    from proxlab.pretrain.presets import model_config
+    from proxlab.pretrain.tokenizer import vocab_size_of
+
+    if "preset" not in model_cfg:
+        raise KeyError("pretrain: spec.config['model'] needs 'preset'")
+    overrides = {k: v for k, v in model_cfg.items() if k not in _NOT_CONFIG and v is not None}
+    tok_vocab = vocab_size_of(Path(tokenizer_dir))
+    overrides.setdefault("vocab_size", tok_vocab)
+    cfg = model_config(model_cfg["preset"], **overrides)
+    if tok_vocab > cfg.padded_vocab_size:
+        raise ValueError(f"model.vocab_size: the tokenizer in {tokenizer_dir} has {tok_vocab} tokens but the model "
+                         f"{model_cfg['preset']!r} embeds only {cfg.padded_vocab_size}")
+    return cfg
+
+
+def init_weights(model, n_layer: int, n_embd: int, materialize: bool) -> None:
+    """GPT-NeoX init as in the reference code (prox.md §5.1): embeddings and linears N(0, sqrt(2/(5d))),
+    output projections N(0, 1/sqrt(d)/n_layer). With FSDP (meta init) FSDP calls the patched `reset_parameters`."""
+    import torch.nn as nn
+    from litgpt.model import CausalSelfAttention, LLaMAMLP
+    from litgpt.utils import reset_parameters
+
+    def normal(module, std):
+        nn.init.normal_(module.weight, mean=0.0, std=std)
+        if getattr(module, "bias", None) is not None:
+            nn.init.zeros_(module.bias)
+
+    for mod in model.modules():
+        if isinstance(mod, (nn.Embedding, nn.Linear)):
+            mod.reset_parameters = partial(normal, mod, std=math.sqrt(2.0 / 5 / n_embd))
+    for mod in model.modules():
+        if isinstance(mod, (LLaMAMLP, CausalSelfAttention)) or type(mod).__name__ == "GptNeoxMLP":
+            mod.proj.reset_parameters = partial(normal, mod.proj, std=1 / math.sqrt(n_embd) / n_layer)
+    if materialize:
+        reset_parameters(model)
+
+
+def load_initial_weights(path: str | Path):
+    """A state dict from a LitGPT checkpoint dir or file (`{"model": sd}` or a bare state dict, e.g. from
+    `litgpt convert_to_litgpt`)."""
+    import torch
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "lit_model.pth"
+    if not path.is_file():
+        raise FileNotFoundError(f"model.init_checkpoint: {path} does not exist")
+    sd = torch.load(path, mmap=True, map_location="cpu", weights_only=True)
+    return sd.get("model", sd)

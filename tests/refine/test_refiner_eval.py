@@ -1,0 +1,45 @@
+"""`proxlab refine eval`: doc-level keep/drop F1 of rules and refining models against labelled documents."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from proxlab.refine import refiner_eval
+from tiny_model import DCLM, tiny_model_path
+
+
+def labelled(tmp_path):
+    rows = [("good one", 1, True), ("good two", 1, False), ("bad one", 0, True), ("bad two", 0, True)]
+    path = tmp_path / "labels.jsonl"
+    path.write_text("".join(json.dumps({"text": t, "label": y, "in_agreement_subset": a}) + "\n" for t, y, a in rows))
+    return path
+
+
+def test_scores_of_a_decision_function(tmp_path):
+    r = refiner_eval.evaluate_refiner(labelled(tmp_path), lambda texts: ["good" in t or t == "bad one" for t in texts])
+    assert (r["tp"], r["fp"], r["fn"], r["tn"]) == (2, 1, 0, 1)
+    assert r["f1"] == pytest.approx(0.8) and r["kept_ratio"] == 0.75 and r["gold_keep_ratio"] == 0.5
+    assert r["agreement_n"] == 3 and r["agreement_f1"] == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="decisions"):
+        refiner_eval.evaluate_refiner(labelled(tmp_path), lambda texts: [True])
+
+
+@pytest.mark.skipif(not DCLM.exists(), reason="shared DCLM labels absent")
+def test_rules_on_dclm_labels():
+    r = refiner_eval.evaluate_refiner(DCLM, refiner_eval.rules_decider(["gopher"]), limit=60)
+    assert r["n"] == 60 and 0.0 < r["kept_ratio"] < 1.0 and 0.5 < r["f1"] <= 1.0
+
+
+def test_cli_with_a_model_and_rules(tmp_path, capsys):
+    out = tmp_path / "res.json"
+    results = refiner_eval.main(["--data", str(labelled(tmp_path)), "--rules", "c4", "--model", str(tiny_model_path()),
+                                 "--max-new-tokens", "4", "--threads", "1", "--json", str(out),
+                                 "--outputs", str(tmp_path / "outputs.jsonl")])
+    table = capsys.readouterr().out
+    assert "| rules: c4 | 4 |" in table and f"| {tiny_model_path()} (hf, prox prompt, compat) | 4 |" in table
+    assert json.loads(out.read_text()).keys() == results.keys()
+    assert len((tmp_path / "outputs.jsonl").read_text().splitlines()) == 4
+    with pytest.raises(SystemExit):
+        refiner_eval.main(["--data", str(labelled(tmp_path)), "--rules", "dolma"])
