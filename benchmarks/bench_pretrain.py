@@ -118,9 +118,9 @@ def run_litgpt(work: Path, tok: Path, data: Path, steps: int, tag: str) -> dict:
 
 
 def _run(cmd: list[str], log: Path) -> None:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "LITDATA_DISABLE_VERSION_CHECK": "1"}
     with open(log, "w") as f:
-        code = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=log.parent,
-                              env={**os.environ, "PYTHONUNBUFFERED": "1", "LITDATA_DISABLE_VERSION_CHECK": "1"}).returncode
+        code = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=log.parent, env=env).returncode
     if code != 0:
         sys.exit(f"{cmd[0]} failed ({code}); see {log}:\n{log.read_text()[-3000:]}")
 

@@ -1,6 +1,7 @@
 """Reading a corpus artifact (a directory of `docs-*.parquet`, columns id/text/source) in a fixed order.
 
-The pretrain package reads corpus files itself (no import of `proxlab.refine` internals: stages meet only through files).
+The pretrain package reads corpus files itself (no import of `proxlab.refine` internals: stages meet only through
+files).
 Order is the sorted file name, then row order, so every reader sees the same document sequence.
 """
 
@@ -26,7 +27,8 @@ def count_docs(files: list[Path]) -> int:
     return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
 
 
-def iter_texts(files: list[Path], start: int = 0, stop: int | None = None, batch_size: int = 256) -> Iterator[list[str]]:
+def iter_texts(files: list[Path], start: int = 0, stop: int | None = None,
+               batch_size: int = 256) -> Iterator[list[str]]:
     """Batches of texts of documents [start, stop) in corpus order, reading only the `text` column."""
     import pyarrow.parquet as pq
 

@@ -12,7 +12,7 @@ _NOT_CONFIG = ("preset", "init_checkpoint", "tokenizer")
 
 
 def build_config(model_cfg: dict[str, Any], tokenizer_dir: Path):
-    """`presets.model_config(preset, **non-None overrides)`; vocab_size from the tokenizer when the spec leaves it None."""
+    """`presets.model_config(preset, **non-None overrides)`; the tokenizer's vocab_size when the spec leaves it None."""
     from proxlab.pretrain.presets import model_config
     from proxlab.pretrain.tokenizer import vocab_size_of
 

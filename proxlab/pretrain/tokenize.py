@@ -93,7 +93,8 @@ def tokenize_item(item: tuple[str, int, int, int], tokenizer_dir: str) -> Iterat
 
 
 def chunk_stats(split_dir: Path, block_size: int) -> dict[str, int]:
-    """Tokens and windows of a finished LitData split, from its index.json (TokensLoader keeps dim // block per chunk)."""
+    """Tokens and windows of a finished LitData split, from its index.json (TokensLoader reads dim // block windows
+    per chunk)."""
     index = json.loads((split_dir / "index.json").read_text())
     dims = [c["dim"] or 0 for c in index["chunks"]]
     return {"tokens": sum(dims), "windows": sum(d // block_size for d in dims)}
@@ -107,7 +108,8 @@ def build_split(items: list, out: Path, split: str, tokenizer_dir: Path, block_s
 
     final, tmp = out / split, out / f".tmp-{split}"
     shutil.rmtree(tmp, ignore_errors=True)
-    cache = out / f".cache-{split}"  # litdata's scratch dirs default to a shared /tmp/chunks it wipes: keep ours private
+    # litdata's scratch dirs default to a shared /tmp/chunks that every optimize() wipes: keep ours private
+    cache = out / f".cache-{split}"
     shutil.rmtree(cache, ignore_errors=True)
     os.environ["DATA_OPTIMIZER_CACHE_FOLDER"] = str(cache / "chunks")
     os.environ["DATA_OPTIMIZER_DATA_CACHE_FOLDER"] = str(cache / "data")

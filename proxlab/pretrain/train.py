@@ -272,7 +272,8 @@ def _peak_flops(fabric) -> float | None:
         return None
 
 
-def _validate(fabric, model, data_dir: Path, seq_len: int, micro_batch_size: int, max_batches: int = 50) -> float | None:
+def _validate(fabric, model, data_dir: Path, seq_len: int, micro_batch_size: int,
+              max_batches: int = 50) -> float | None:
     """Mean loss over up to `max_batches` val micro-batches per rank (summed across ranks), or None without val."""
     import torch
 

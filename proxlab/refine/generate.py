@@ -204,6 +204,7 @@ def main(spec: StageSpec) -> StageResult:
         if state["backend"] is None:
             b = make_backend(cfg, data_dir=data_dir, cache_root=_cache_root(), device=_device(spec.runtime))
             state["backend"], state["builder"] = b, PromptBuilder(cfg, b.tokenizer)
+            state["t0"] = time.perf_counter()  # throughput is measured from here, without the model load
             print(f"[proxlab] refine.generate_{level}: {b.name} backend, model {cfg['model']} "
                   f"({b.model_path}), loaded in {b.stats.load_s:.1f} s", flush=True)
         return state["backend"]

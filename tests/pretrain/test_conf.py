@@ -19,6 +19,8 @@ RECIPES = {
     "math_cpt_codellama": (4096, 1024, 3750, 2500, 3e-4, 3e-5, 0, "cosine"),
     "math_cpt_mistral": (4096, 256, 15000, 10000, 2e-5, 2e-6, 0, "cosine"),
 }
+# per-size names of a shared recipe, so a sweep can pick `train: ${model}_12k5` (conf/exp/fig5.yaml)
+ALIASES = {"tlm_xs_12k5": "tlm_12k5", "tlm_s_12k5": "tlm_12k5"}
 MODELS = {"tlm_xs": 354_284_800, "tlm_s": 758_982_144, "tlm_m": 1_741_785_088, "pythia_410m": 405_334_016,
           "pythia_1b": 1_011_781_632, "tinyllama_1b": None, "llama2_7b": None, "codellama_7b": None,
           "mistral_7b": None, "tiny": None}
@@ -50,8 +52,13 @@ def test_recipe(compose, name):
 
 
 def test_every_yaml_is_listed():
-    assert {p.stem for p in (CONF / "train").glob("*.yaml")} == set(RECIPES) | {"cpu_tiny"}
+    assert {p.stem for p in (CONF / "train").glob("*.yaml")} == set(RECIPES) | set(ALIASES) | {"cpu_tiny"}
     assert {p.stem for p in (CONF / "model").glob("*.yaml")} == set(MODELS)
+
+
+@pytest.mark.parametrize("alias", sorted(ALIASES))
+def test_recipe_alias(compose, alias):
+    assert compose(f"train={alias}").train == compose(f"train={ALIASES[alias]}").train
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

@@ -59,10 +59,12 @@ def test_sigkill_midway_then_rerun_equals_uninterrupted(tmp_path):
         stage_spec("tokenize", out, cfg, inputs)
         proc = start_stage("proxlab.pretrain.tokenize", out)
         if where == "train":
-            ready = lambda: (any((out / ".tmp-train").glob("chunk-*")) or any(out.glob(".cache-train/chunks/*.bin"))  # noqa: E731
-                             or (out / "train" / "index.json").exists())  # (on a fast machine: then mid-val)
+            def ready():  # chunks written but the split not finished (on a fast machine: already mid-val)
+                return (any((out / ".tmp-train").glob("chunk-*")) or any(out.glob(".cache-train/chunks/*.bin"))
+                        or (out / "train" / "index.json").exists())
         else:
-            ready = lambda: (out / "train" / "index.json").exists()  # noqa: E731
+            def ready():
+                return (out / "train" / "index.json").exists()
         if not kill_when(proc, ready):
             pytest.fail(f"the tokenize run ended before the kill point:\n{log_tail(out)}")
         wait(proc)
