@@ -62,7 +62,8 @@ def prepare(work: Path) -> tuple[Path, Path]:
     return tok, data
 
 
-def run_proxlab(work: Path, tok: Path, data: Path, steps: int, compile_: bool, tag: str) -> dict:
+def run_proxlab(work: Path, tok: Path, data: Path, steps: int, compile_: bool, tag: str,
+                deterministic: bool = True) -> dict:
     from proxlab.experiments.spec import StageSpec
 
     out = work / f"proxlab-{tag}"
@@ -73,7 +74,7 @@ def run_proxlab(work: Path, tok: Path, data: Path, steps: int, compile_: bool, t
     spec = StageSpec("pretrain", tag, str(out), {"model": {"preset": "tiny"}, "train": train},
                      {"data": str(data), "tokenizer": str(tok)},
                      runtime={"devices": 1, "num_nodes": 1, "accelerator": "cpu", "log_interval": LOG_EVERY,
-                              "compile": compile_})
+                              "compile": compile_, "deterministic": deterministic})
     out.mkdir(parents=True)
     spec.save(out / "spec.json")
     t0 = time.perf_counter()
@@ -130,16 +131,23 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--work", type=Path, default=None, help="working directory (default: a new temp dir)")
+    ap.add_argument("--no-deterministic", action="store_true",
+                    help="run proxlab without torch.use_deterministic_algorithms (its CPU default; litgpt has none)")
+    ap.add_argument("--skip-eager", action="store_true", help="only the like-for-like compiled comparison")
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-pretrain-"))
     work.mkdir(parents=True, exist_ok=True)
     tok, data = prepare(work)
     results: dict[str, list[dict]] = {"proxlab eager": [], "proxlab compiled": [], "litgpt pretrain": []}
+    if args.skip_eager:
+        del results["proxlab eager"]
+    det = not args.no_deterministic
     stamp = time.strftime("%H%M%S")
     for i in range(args.repeats):
         results["litgpt pretrain"].append(run_litgpt(work, tok, data, args.steps, f"{stamp}-{i}"))
-        results["proxlab compiled"].append(run_proxlab(work, tok, data, args.steps, True, f"c{stamp}-{i}"))
-        results["proxlab eager"].append(run_proxlab(work, tok, data, args.steps, False, f"e{stamp}-{i}"))
+        results["proxlab compiled"].append(run_proxlab(work, tok, data, args.steps, True, f"c{stamp}-{i}", det))
+        if "proxlab eager" in results:
+            results["proxlab eager"].append(run_proxlab(work, tok, data, args.steps, False, f"e{stamp}-{i}", det))
         for name, runs in results.items():
             r = runs[-1]
             print(f"  run {i + 1}: {name:<17} median {statistics.median(r['intervals']):>7,.0f} tok/s, best "
@@ -149,14 +157,14 @@ def main() -> None:
                     "best": max(x for r in runs for x in r["intervals"])} for name, runs in results.items()}
     base = stats["litgpt pretrain"]
     print(f"\ntiny preset (4 layers, hidden 128), seq {SEQ}, batch {MICRO}, {args.steps} steps, 32-true, "
+          f"proxlab deterministic={det}, "
           f"{os.cpu_count()} CPUs (load average {os.getloadavg()[0]:.1f}); {args.repeats} interleaved repeats, "
           f"tokens/s per {LOG_EVERY}-step interval")
     for name, st in stats.items():
         print(f"  {name:<17} median {st['median']:>7,.0f} tok/s (ratio {st['median'] / base['median']:.3f})   "
               f"best {st['best']:>7,.0f} tok/s (ratio {st['best'] / base['best']:.3f})")
-    summary = {"tokens_per_s": stats, "runs": results, "steps": args.steps,
-               "ratio_compiled": {k: stats["proxlab compiled"][k] / base[k] for k in base},
-               "ratio_eager": {k: stats["proxlab eager"][k] / base[k] for k in base}}
+    summary = {"tokens_per_s": stats, "runs": results, "steps": args.steps, "deterministic": det,
+               "ratios": {name: {k: st[k] / base[k] for k in base} for name, st in stats.items()}}
     (work / "bench_pretrain.json").write_text(json.dumps(summary, indent=2))
     print(f"  results: {work / 'bench_pretrain.json'}")
 

@@ -83,7 +83,7 @@ def _init_wandb(cfg: dict[str, Any], job: str, run_dir: Path, config: dict[str, 
         return None
     os.environ.setdefault("WANDB_SILENT", "true")
     run_dir.mkdir(parents=True, exist_ok=True)
-    return wandb.init(
+    kwargs = dict(
         project=cfg.get("project", "proxlab"),
         entity=cfg.get("entity") or None,
         group=cfg.get("group") or None,
@@ -97,3 +97,15 @@ def _init_wandb(cfg: dict[str, Any], job: str, run_dir: Path, config: dict[str, 
         config=config,
         settings=wandb.Settings(console="off", x_disable_stats=True),
     )
+    # After a SIGKILL, the killed process's wandb-core service holds the run id until it notices its parent is gone
+    # ("run ID ... is in use"); a resume right away must wait for it rather than fail or start another run.
+    import time
+
+    for attempt in range(30):
+        try:
+            return wandb.init(**kwargs)
+        except Exception as e:  # wandb raises its own ServerResponseError type
+            if "is in use" not in str(e) or attempt == 29:
+                raise
+            print(f"[proxlab] W&B run {kwargs['id']} still held by a previous process; retrying", flush=True)
+            time.sleep(2.0)

@@ -44,7 +44,8 @@ def test_batched_equals_unbatched_and_counts_tokens(hf_backend):
     for p, g in zip(prompts, batched):
         assert g.prompt_tokens == len(p)
         assert g.output_tokens == len(g.token_ids) == 12 and g.finish_reason == "length"
-        assert g.text == hf_backend.tokenizer.decode(g.token_ids, skip_special_tokens=True).strip(" ")
+        assert g.text == hf_backend.tokenizer.decode(g.token_ids, skip_special_tokens=True,
+                                                     clean_up_tokenization_spaces=False).strip(" ")
     assert hf_backend.stats.output_tokens >= 24 * len(prompts)
 
 
@@ -202,18 +203,21 @@ _TOKENIZE = """
 import hashlib, json, sys
 from proxlab.refine.backends.base import load_tokenizer
 from proxlab.refine.prompts import encode_prompt, render_chat
-texts = json.loads(sys.argv[2])
-t = load_tokenizer(sys.argv[1])
-ids = [encode_prompt(render_chat(x, t), t) for x in texts]
-lines = [t(["[%03d]" % i + l for i, l in enumerate(x.split(chr(10)))])["input_ids"] for x in texts]
-print(hashlib.sha256(json.dumps([ids, lines, t.batch_decode(ids, skip_special_tokens=True)]).encode()).hexdigest())
+texts = json.loads(sys.argv[1])
+for path in sys.argv[2:]:
+    t = load_tokenizer(path)
+    ids = [encode_prompt(render_chat(x, t), t) for x in texts]
+    lines = [t(["[%03d]" % i + l for i, l in enumerate(x.split(chr(10)))])["input_ids"] for x in texts]
+    dec = t.batch_decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    print(path, hashlib.sha256(json.dumps([ids, lines, dec]).encode()).hexdigest())
 """
 
 
 @pytest.mark.vllm
 @needs_vllm
 def test_tokenizers_identical_across_environments():
-    """transformers 4.x (main) and 5.x (vLLM env) must render and count the same ids, or hf and vllm diverge."""
+    """transformers 4.x (main) and 5.x (vLLM env) must render, count and decode the same ids, or hf and vllm
+    diverge: prompts, chunk line counts, decoded outputs."""
     import sys
 
     from tiny_model import REPO
@@ -223,7 +227,7 @@ def test_tokenizers_identical_across_environments():
     smollm2 = REPO / ".cache" / "models" / "smollm2-135m-instruct"
     if (smollm2 / "tokenizer.json").exists():
         paths.append(str(smollm2))  # chat template + byte-level BPE: the case AutoTokenizer 5.x breaks
-    for path in paths:
-        digests = [subprocess.run([str(py), "-c", _TOKENIZE, path, texts], capture_output=True, text=True, check=True,
-                                  env=stage_env()).stdout.strip() for py in (sys.executable, VLLM_PYTHON)]
-        assert digests[0] == digests[1], path
+    main, vllm_env = (subprocess.run([str(py), "-c", _TOKENIZE, texts, *paths], capture_output=True, text=True,
+                                     check=True, env=stage_env()).stdout.splitlines()
+                      for py in (sys.executable, VLLM_PYTHON))
+    assert len(main) == len(paths) and main == vllm_env

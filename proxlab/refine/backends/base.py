@@ -107,10 +107,13 @@ class Backend:
 
     def decode(self, batch: list[list[int]]) -> list[str]:
         """Text of generated ids: special tokens (EOS) skipped, surrounding spaces stripped like the reference
-        (``item.outputs[0].text.strip(" ")``)."""
+        (``item.outputs[0].text.strip(" ")``). No ``clean_up_tokenization_spaces``: vLLM's detokenizer (the
+        reference's) never applies it, transformers 5.x ignores it for BPE while 4.x would apply it (" ," -> ","),
+        and it would rewrite the strings a ``normalize(...)`` call has to find."""
         if not batch:
             return []
-        return [t.strip(" ") for t in self.tokenizer.batch_decode(batch, skip_special_tokens=True)]
+        texts = self.tokenizer.batch_decode(batch, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        return [t.strip(" ") for t in texts]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
