@@ -136,7 +136,10 @@ def _execute(cfg: DictConfig, stage: PlannedStage, run_dir: Path, rank: int, ide
         run_dir=str(run_dir), experiment=cfg.name, logger=wandb_settings(cfg),
         runtime={"data_dir": str(data_dir(cfg.paths.data_dir)), "devices": cfg.cluster.devices,
                  "num_nodes": cfg.cluster.num_nodes, "accelerator": cfg.cluster.accelerator,
-                 "device": "cuda" if cfg.cluster.accelerator == "gpu" else "cpu", **identity},
+                 "device": "cuda" if cfg.cluster.accelerator == "gpu" else "cpu",
+                 # train settings that never change an artifact, so they are kept out of its key
+                 "log_interval": cfg.train.log_interval, "num_workers": cfg.train.num_workers,
+                 "compile": cfg.train.compile, "keep_checkpoints": cfg.train.keep_checkpoints, **identity},
     )
     spec_path = stage.out_dir / (SPEC_FILE if identity["rank"] == 0 else f"spec.rank{identity['rank']}.json")
     spec.save(spec_path)
