@@ -13,7 +13,6 @@ Command line: ``python -m proxlab.evaluate.smollm2 [cache_dir]`` prints the mode
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import shutil
@@ -21,8 +20,9 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from contextlib import contextmanager
 from pathlib import Path
+
+from proxlab.experiments.paths import file_lock, models_cache_dir
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
@@ -35,21 +35,7 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
-def default_cache_dir() -> Path:
-    """``$PROXLAB_CACHE_DIR/models`` if set, else ``<repo>/.cache/models`` (git-ignored)."""
-    root = os.environ.get("PROXLAB_CACHE_DIR")
-    return (Path(root) if root else repo_root() / ".cache") / "models"
-
-
-@contextmanager
-def _file_lock(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+default_cache_dir = models_cache_dir
 
 
 def _sha256(path: Path) -> str:
@@ -124,7 +110,7 @@ def ensure_smollm2(cache_dir: Path | str | None = None) -> Path:
     model_dir = cache_dir / MODEL_SUBDIR
     if (model_dir / _DONE).exists():
         return model_dir
-    with _file_lock(cache_dir / f".{MODEL_SUBDIR}.lock"):
+    with file_lock(cache_dir / f".{MODEL_SUBDIR}.lock"):
         if (model_dir / _DONE).exists():
             return model_dir
         os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -25,3 +27,21 @@ def under_data_dir(path: str | None, default: str, configured_data_dir: str | No
     if p.is_absolute() or p.exists():
         return p.resolve()
     return data_dir(configured_data_dir) / p
+
+
+def models_cache_dir() -> Path:
+    """Where built or converted local models live: $PROXLAB_CACHE_DIR/models, else <repo>/.cache/models (ignored)."""
+    root = os.environ.get("PROXLAB_CACHE_DIR")
+    return (Path(root) if root else REPO_ROOT / ".cache") / "models"
+
+
+@contextmanager
+def file_lock(path: Path):
+    """An exclusive flock on `path` (created), so concurrent processes build a cached thing once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -19,13 +19,13 @@ The cache is ``$PROXLAB_CACHE_DIR/models`` or ``<repo>/.cache/models``. Standard
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
+
+from proxlab.experiments.paths import file_lock, models_cache_dir
 
 SCHEME = "proxlab:"
 TINY_LLAMA = "tiny-llama"
@@ -66,24 +66,11 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parents[3]
 
 
-def cache_dir() -> Path:
-    root = os.environ.get("PROXLAB_CACHE_DIR")
-    return (Path(root) if root else repo_root() / ".cache") / "models"
+cache_dir = models_cache_dir
 
 
 def _shared_data_dir(data_dir: str | os.PathLike | None) -> Path:
     return Path(data_dir or os.environ.get("PROXLAB_DATA_DIR") or repo_root().parent / "shared" / "data")
-
-
-@contextmanager
-def _file_lock(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def tiny_llama_state(seed: int = 0, config: dict | None = None) -> dict:
@@ -180,7 +167,7 @@ def ensure_tiny_llama(data_dir: str | os.PathLike | None = None) -> Path:
     target = root / TINY_DIR
     if (target / _DONE).exists():
         return target
-    with _file_lock(root / f".{TINY_DIR}.lock"):
+    with file_lock(root / f".{TINY_DIR}.lock"):
         if (target / _DONE).exists():
             return target
         with tempfile.TemporaryDirectory(dir=root, prefix=f".{TINY_DIR}-build-") as tmp:
