@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from proxlab.experiments.paths import REPO_ROOT
+from proxlab.experiments.tracking import WANDB_SERVICE_ENV
 
 # A stage that saved a checkpoint on SIGUSR1/SIGTERM and exited to be requeued returns this code.
 EXIT_REQUEUE = 3
@@ -76,6 +77,7 @@ def run_stage_process(stage: str, python: str, module: str, spec_path: Path, env
     cmd = [python, "-m", module, "--spec", str(spec_path)]
     child_env = {**os.environ, **(env or {})}
     child_env.setdefault("PYTHONUNBUFFERED", "1")
+    child_env.pop(WANDB_SERVICE_ENV, None)  # the stage starts its own W&B service (see tracking.py)
     proc = subprocess.Popen(cmd, env=child_env, preexec_fn=_die_with_parent)
     previous = {}
 

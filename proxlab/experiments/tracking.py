@@ -16,6 +16,13 @@ from proxlab.experiments.spec import StageSpec, append_jsonl, now_iso
 
 METRICS = "metrics.jsonl"
 
+# wandb hands its service's address to child processes in this variable, so a stage started by a process that had
+# already logged (the orchestrator's report, a test runner) would log through the parent's long-lived service. When
+# such a stage is SIGKILLed, that service keeps its run open and the resumed stage fails with "run ID ... is in use".
+# Each stage process starts its own service instead: one inherited at import time is dropped before the first init.
+WANDB_SERVICE_ENV = "WANDB_SERVICE"
+_INHERITED_WANDB_SERVICE = os.environ.get(WANDB_SERVICE_ENV)
+
 
 def wandb_run_id(run_dir: str | Path, job: str) -> str:
     """A W&B run id that is the same every time this run's `job` is (re)started, so a requeued job continues its run."""
@@ -82,6 +89,8 @@ def _init_wandb(cfg: dict[str, Any], job: str, run_dir: Path, config: dict[str, 
     except ImportError:  # the vLLM environment: jsonl only
         return None
     os.environ.setdefault("WANDB_SILENT", "true")
+    if _INHERITED_WANDB_SERVICE and os.environ.get(WANDB_SERVICE_ENV) == _INHERITED_WANDB_SERVICE:
+        del os.environ[WANDB_SERVICE_ENV]
     run_dir.mkdir(parents=True, exist_ok=True)
     kwargs = dict(
         project=cfg.get("project", "proxlab"),

@@ -63,7 +63,9 @@ def test_run_sh_usr1_is_forwarded_and_the_job_requeued(slurm_cluster, workdir, f
     record = slurm_cluster.wait(job, timeout=60)
     text = log.read_text()
     assert record["JobState"] == "COMPLETED" and record["Restarts"] == "1", text
-    assert text.count("FAKE got ['SIGUSR1']: checkpointed, exit 3") == 2, text  # both ranks got it
+    # Both ranks got USR1 first; a rank still in its handler when the other exits 3 may also see srun's
+    # --kill-on-bad-exit SIGTERM, which is fine: it has already checkpointed.
+    assert text.count("FAKE got ['SIGUSR1'") == 2, text
     assert "requeued job" in text and text.count("FAKE done restart=1") == 2, text
 
 
