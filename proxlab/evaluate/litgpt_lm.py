@@ -169,36 +169,54 @@ class LitGPTLM(TemplateLM):
         logits = logits[..., : self.config.vocab_size] if logits.shape[-1] > self.config.vocab_size else logits
         return [F.log_softmax(logits[i, : len(s)].float(), dim=-1) for i, s in enumerate(seqs)]
 
+    def score_windows(self, ctx: list[int], cont: list[int]) -> list[tuple[list[int], list[int]]]:
+        """(input, targets) windows whose targets are the last positions of the input and together cover `cont`.
+
+        One window when context + continuation fit `max_length`, cut from the left as lm-eval does. A continuation
+        longer than the window (a tiny model's short window on a long HellaSwag ending, where lm-eval's HF model
+        asserts) is scored in blocks from its end, each with as much preceding text as fits, so P(cont | ctx) is
+        still a sum over every continuation token.
+        """
+        if not ctx:
+            raise ValueError("loglikelihood needs a non-empty context (lm-eval prefixes the EOT token)")
+        whole, length = list(ctx) + list(cont), self.max_length
+        windows = []
+        end = len(whole)
+        while end > len(ctx):
+            start = max(len(ctx), end - length)
+            windows.append((whole[max(0, end - 1 - length): end - 1], whole[start:end]))
+            end = start
+        return windows
+
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs: int | None = None,
                               **kwargs: Any) -> list[tuple[float, bool]]:
         if not requests:
             return []
-        items = []
+        items = []  # (request index, input, targets): one per window
         for idx, (key, ctx, cont) in enumerate(requests):
             if not cont:
                 raise ValueError(f"empty continuation for request {key!r}")
-            whole = (list(ctx) + list(cont))[-(self.max_length + 1):]
-            inp = whole[:-1]
-            items.append((idx, key, inp, list(cont)))
-        order = sorted(range(len(items)), key=lambda i: (-len(items[i][2]), i))
+            items += [(idx, inp, targets) for inp, targets in self.score_windows(list(ctx), list(cont))]
+        order = sorted(range(len(items)), key=lambda i: (-len(items[i][1]), i))
         bs = override_bs or self.batch_size
-        out: list[tuple[float, bool] | None] = [None] * len(items)
-        pbar = tqdm(total=len(items), disable=disable_tqdm or self.rank != 0, desc="loglikelihood (litgpt)")
+        lls, greedy = [0.0] * len(requests), [True] * len(requests)
+        pbar = tqdm(total=len(requests), disable=disable_tqdm or self.rank != 0, desc="loglikelihood (litgpt)")
         for start in range(0, len(order), bs):
             chunk = [items[i] for i in order[start: start + bs]]
-            lps = self._forward_logprobs([it[2] for it in chunk])
-            for (idx, key, inp, cont), lp in zip(chunk, lps):
-                n = len(cont)
-                cont_lp = lp[len(inp) - n: len(inp)]
-                target = torch.tensor(cont, dtype=torch.long, device=cont_lp.device)
-                ll = float(cont_lp.gather(-1, target[:, None]).sum())
-                greedy = bool((cont_lp.argmax(-1) == target).all())
-                out[idx] = (ll, greedy)
-                if key is not None and self.cache_hook is not None:
-                    self.cache_hook.add_partial("loglikelihood", key, (ll, greedy))
-            pbar.update(len(chunk))
+            lps = self._forward_logprobs([inp for _, inp, _ in chunk])
+            for (idx, inp, targets), lp in zip(chunk, lps):
+                cont_lp = lp[len(inp) - len(targets): len(inp)]
+                target = torch.tensor(targets, dtype=torch.long, device=cont_lp.device)
+                lls[idx] += float(cont_lp.gather(-1, target[:, None]).sum())
+                greedy[idx] = greedy[idx] and bool((cont_lp.argmax(-1) == target).all())
+            pbar.update(len({idx for idx, _, _ in chunk}))
         pbar.close()
-        return out  # type: ignore[return-value]
+        out = list(zip(lls, greedy))
+        if self.cache_hook is not None:
+            for (key, _, _), result in zip(requests, out):
+                if key is not None:
+                    self.cache_hook.add_partial("loglikelihood", key, result)
+        return out
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         results = []

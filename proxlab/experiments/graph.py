@@ -14,6 +14,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from proxlab.experiments.config import APPLY_CHUNK_ONLY_KEYS, GENERATE_RUNTIME_KEYS, TRAIN_RUNTIME_KEYS
+
 
 @dataclass(frozen=True)
 class StageDef:
@@ -47,6 +49,8 @@ class PlannedStage:
     definition: StageDef
     config: dict[str, Any]
     inputs: dict[str, "PlannedStage"] = field(default_factory=dict)
+    # Settings the stage reads but that never change its artifact: passed in spec.runtime, never hashed.
+    runtime: dict[str, Any] = field(default_factory=dict)
     key: str = ""
     out_dir: Path = Path()
 
@@ -66,6 +70,13 @@ def _section(cfg: DictConfig, path: str, drop: tuple[str, ...] = ()) -> dict[str
     return {k: v for k, v in node.items() if k not in drop}
 
 
+def _generate_slices(cfg: DictConfig, level: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(hashed config, runtime settings) of `refine.generate_<level>`: speed and transport knobs are not hashed."""
+    section = _section(cfg, f"refine.{level}", drop=PLAN_ONLY)
+    runtime = {k: section.pop(k) for k in GENERATE_RUNTIME_KEYS}
+    return {"level": level, **section}, runtime
+
+
 def plan(cfg: DictConfig, artifacts_dir: Path) -> list[PlannedStage]:
     """The ordered stages of the experiment `cfg` describes, each with its key and artifact directory."""
     variant = cfg.refine.variant
@@ -73,8 +84,9 @@ def plan(cfg: DictConfig, artifacts_dir: Path) -> list[PlannedStage]:
         raise ValueError(f"refine.variant={variant!r} is not one of {VARIANTS}")
     stages: list[PlannedStage] = []
 
-    def add(name: str, config: dict[str, Any], **inputs: PlannedStage) -> PlannedStage:
-        st = PlannedStage(name, STAGES[name], config, dict(inputs))
+    def add(name: str, config: dict[str, Any], runtime: dict[str, Any] | None = None,
+            **inputs: PlannedStage) -> PlannedStage:
+        st = PlannedStage(name, STAGES[name], config, dict(inputs), dict(runtime or {}))
         st.key = content_key(name, st.definition.version, config, {k: v.key for k, v in inputs.items()})
         st.out_dir = artifacts_dir / name / st.key
         stages.append(st)
@@ -87,22 +99,20 @@ def plan(cfg: DictConfig, artifacts_dir: Path) -> list[PlannedStage]:
     if variant == "rules" or (variant in ("doc", "prox") and cfg.refine.rules_first):
         current = add("refine.rules", _section(cfg, "refine.rules"), docs=current)
     if variant in ("doc", "prox"):
-        apply_cfg = _section(cfg, "refine.apply")
-        doc_gen = add("refine.generate_doc", {"level": "doc", **_section(cfg, "refine.doc", drop=PLAN_ONLY)},
-                      docs=current)
-        current = add("refine.apply_doc", {"level": "doc", **apply_cfg}, docs=current, programs=doc_gen)
+        doc_gen = add("refine.generate_doc", *_generate_slices(cfg, "doc"), docs=current)
+        current = add("refine.apply_doc", {"level": "doc", **_section(cfg, "refine.apply", drop=APPLY_CHUNK_ONLY_KEYS)},
+                      docs=current, programs=doc_gen)
         if variant == "prox":
-            chunk_gen = add("refine.generate_chunk", {"level": "chunk", **_section(cfg, "refine.chunk", drop=PLAN_ONLY)},
-                            docs=current)
-            current = add("refine.apply_chunk", {"level": "chunk", **apply_cfg}, docs=current, programs=chunk_gen)
+            chunk_gen = add("refine.generate_chunk", *_generate_slices(cfg, "chunk"), docs=current)
+            current = add("refine.apply_chunk", {"level": "chunk", **_section(cfg, "refine.apply")}, docs=current,
+                          programs=chunk_gen)
 
     # The tokenizer is trained on the prepared (raw) corpus, so every variant of a sweep shares one vocabulary.
     tokenizer = add("tokenizer", _section(cfg, "model.tokenizer"), docs=prepared)
     tokenized = add("tokenize", {"seq_len": cfg.train.seq_len, "workers": cfg.train.tokenize_workers},
                     docs=current, tokenizer=tokenizer)
     model_cfg = _section(cfg, "model", drop=("tokenizer",))
-    train_cfg = _section(cfg, "train", drop=("log_interval", "num_workers", "tokenize_workers", "keep_checkpoints",
-                                             "compile"))
+    train_cfg = _section(cfg, "train", drop=("tokenize_workers", *TRAIN_RUNTIME_KEYS))
     pretrained = add("pretrain", {"model": model_cfg, "train": train_cfg}, data=tokenized, tokenizer=tokenizer)
     add("evaluate", _section(cfg, "eval"), checkpoint=pretrained)
 

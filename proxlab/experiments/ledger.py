@@ -15,6 +15,10 @@ from proxlab.experiments.spec import MANIFEST, atomic_write_text, read_jsonl
 
 LEDGER = "ledger.json"
 SUMMARY = "summary.json"
+# summary.json key of the accuracy curve: one point per evaluated checkpoint (the evaluate stage's `by_step/*.json`,
+# written with eval.checkpoints=all), with the training tokens and FLOPs spent up to that step. Not under `eval/`:
+# those keys are one number per task.
+BY_STEP = "eval_by_step"
 
 
 @dataclass
@@ -76,6 +80,7 @@ def experiment_summary(ledger: Ledger, labels: dict[str, Any]) -> dict[str, Any]
     if "pretrain" in ledger.stages:
         pre = ledger.stages["pretrain"]
         out["tokens/train"] = pre.counts.get("tokens")
+        out["train/steps"] = pre.counts.get("steps")
         out["train/epochs"] = pre.counts.get("epochs")
         out["train/final_loss"] = pre.extra.get("final_loss")
     out["flops/refine"] = ledger.flops("refine")
@@ -83,14 +88,50 @@ def experiment_summary(ledger: Ledger, labels: dict[str, Any]) -> dict[str, Any]
     out["flops/total"] = out["flops/refine"] + out["flops/train"]
     if "evaluate" in ledger.stages:
         results = ledger.stages["evaluate"].extra.get("results", {})
+        scores = task_scores(results)
         for task, r in sorted(results.get("tasks", {}).items()):
-            metric = r.get("metric", "acc_norm")
-            out[f"eval/{task}"] = r.get(metric)
+            out[f"eval/{task}"] = scores[task]
             out[f"eval/{task}/acc"] = r.get("acc")
         out["eval/avg"] = results.get("average")
         out["eval/metric"] = results.get("metric", "acc_norm")
+        out[BY_STEP] = accuracy_by_step(ledger)
     out["reused_stages"] = [n for n, e in ledger.stages.items() if e.reused]
     return out
+
+
+def task_scores(results: dict[str, Any]) -> dict[str, float | None]:
+    """Each task's reported metric (acc_norm or acc, per task) from an evaluate results dict."""
+    return {task: r.get(r.get("metric", "acc_norm")) for task, r in results.get("tasks", {}).items()}
+
+
+def accuracy_by_step(ledger: Ledger) -> list[dict[str, Any]]:
+    """The run's accuracy curve from the evaluate artifact's `by_step/step-XXXXXXXX.json` files, ascending by step, with
+    the final checkpoint appended when no step directory held it. Empty when only the final checkpoint was evaluated.
+
+    Tokens and training FLOPs at step s are the pretrain stage's totals × s / steps (constant batch size)."""
+    evaluate, pre = ledger.stages.get("evaluate"), ledger.stages.get("pretrain")
+    if evaluate is None:
+        return []
+    files = sorted((Path(evaluate.out_dir) / "by_step").glob("step-*.json"))
+    if not files:
+        return []
+    results = [json.loads(f.read_text()) for f in files]
+    steps = pre.counts.get("steps") if pre else None
+    final = evaluate.extra.get("results", {})
+    final_step = final.get("step") if final.get("step") is not None else steps
+    if final and final_step is not None and all(r.get("step") != final_step for r in results):
+        results.append({**final, "step": final_step})
+    points = []
+    for r in sorted(results, key=lambda r: r["step"]):
+        share = r["step"] / steps if steps else None
+        points.append({
+            "step": r["step"],
+            "tokens": None if share is None else pre.counts.get("tokens", 0) * share,
+            "flops/train": None if share is None else pre.flops.get("train", 0.0) * share,
+            "avg": r.get("average"),
+            "tasks": task_scores(r),
+        })
+    return points
 
 
 def collect_stage_metrics(ledger: Ledger) -> list[dict[str, Any]]:

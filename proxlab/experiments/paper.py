@@ -94,6 +94,12 @@ FIG6_AVG_BY_STEP = {
     "fineweb/prox": (41.7, 44.2, 45.2, 46.2, 47.2, 48.0, 48.6, 49.1, 50.0, 49.8),
 }
 
+# The paper's AVG by step for the tables that give one, by our table name: (steps, {row key: AVG per step}).
+AVG_BY_STEP: dict[str, tuple[tuple[int, ...], dict[str, tuple[float, ...]]]] = {
+    "table2": (TABLE10_STEPS, TABLE10),
+    "fig6": (FIG6_STEPS, FIG6_AVG_BY_STEP),
+}
+
 _TABLE11 = {
     "pythia_410m/selection": {
         "raw": (25.6, 40.2, 39.7, 24.7, 29.4, 67.1, 50.6, 64.1, 42.7),

@@ -85,13 +85,21 @@ def to_markdown(table: PaperTable, header: list[str], body: list[list[str]]) -> 
 
 
 def to_latex(table: PaperTable, header: list[str], body: list[list[str]]) -> str:
-    def esc(s: str) -> str:
-        return s.replace("_", r"\_").replace("#", r"\#").replace("%", r"\%").replace("Δ", r"$\Delta$")
+    return latex_table(table.title, header, body)
 
-    out = [r"\begin{table}[t]", r"\centering", r"\small", r"\begin{tabular}{ll" + "r" * (len(header) - 2) + "}",
+
+def latex_table(caption: str, header: list[str], body: list[list[str]], text_columns: int = 2) -> str:
+    """A booktabs table: the first `text_columns` columns left-aligned, the rest right-aligned."""
+    def esc(s: str) -> str:
+        for plain, tex in (("_", r"\_"), ("#", r"\#"), ("%", r"\%"), ("Δ", r"$\Delta$"), ("≤", r"$\le$")):
+            s = s.replace(plain, tex)
+        return s
+
+    align = "l" * text_columns + "r" * (len(header) - text_columns)
+    out = [r"\begin{table}[t]", r"\centering", r"\small", r"\begin{tabular}{" + align + "}",
            r"\toprule", " & ".join(esc(h) for h in header) + r" \\", r"\midrule"]
     out += [" & ".join(esc(c) for c in row) + r" \\" for row in body]
-    out += [r"\bottomrule", r"\end{tabular}", r"\caption{" + esc(table.title) + "}", r"\end{table}"]
+    out += [r"\bottomrule", r"\end{tabular}", r"\caption{" + esc(caption) + "}", r"\end{table}"]
     return "\n".join(out) + "\n"
 
 

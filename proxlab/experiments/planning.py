@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from omegaconf import DictConfig
 
 
@@ -72,16 +74,46 @@ def variant_tokens(cfg: DictConfig) -> float | None:
             "prox": raw * r.expected_doc_kept * r.expected_chunk_kept}[r.variant]
 
 
-def describe_costs(cfg: DictConfig, mfu: float = 0.4) -> list[str]:
-    """Tokens to refine and train, refining and training FLOPs, and GPU-hours, from the config alone."""
-    from proxlab.experiments.flops import non_embedding_params, training_flops
+@dataclass(frozen=True)
+class CostEstimate:
+    """One experiment's planned cost, with the artifact keys that let a sweep count shared work once."""
+
+    experiment: str
+    train_tokens: float
+    train_flops: float
+    refine_flops: float
+    refine_key: str | None = None  # the keys of its refine.generate stages; None: no refining
+    train_key: str | None = None  # the pretrain stage's key
+
+
+def gpu_hours(flops: float, gpu: str, mfu: float = 0.4) -> float:
+    return flops / (mfu * GPU_PEAK_FLOPS[gpu]) / 3600
+
+
+def cost_estimate(cfg: DictConfig, stage_keys: dict[str, str] | None = None) -> CostEstimate:
+    """Training tokens and FLOPs (6·N·D) and refining FLOPs (Eqs. 11–13) of the experiment `cfg`, from its config."""
+    from proxlab.experiments.flops import training_flops
     from proxlab.pretrain.presets import model_config
 
+    keys = stage_keys or {}
     mc = model_config(cfg.model.preset, **model_overrides(cfg))
     t = cfg.train
     tokens = (t.early_stop_step or t.max_steps) * t.global_batch_size * t.seq_len
+    refine = refining_flops(cfg)[1]
+    generate = [key for name, key in keys.items() if name.startswith("refine.generate")]
+    return CostEstimate(str(cfg.name), float(tokens), training_flops(mc, tokens), refine,
+                        "+".join(generate) if refine and generate else None, keys.get("pretrain"))
+
+
+def describe_costs(cfg: DictConfig, mfu: float = 0.4) -> list[str]:
+    """Tokens to refine and train, refining and training FLOPs, and GPU-hours, from the config alone."""
+    from proxlab.experiments.flops import non_embedding_params
+    from proxlab.pretrain.presets import model_config
+
+    mc = model_config(cfg.model.preset, **model_overrides(cfg))
+    est = cost_estimate(cfg)
+    tokens, train = est.train_tokens, est.train_flops
     lines, refine = refining_flops(cfg)
-    train = training_flops(mc, tokens)
     pool = variant_tokens(cfg)
     if pool:
         lines.append(f"variant pool ≈ {pool:.3g} tokens → {tokens / pool:.2f} epochs for {tokens:.3g} train tokens")
@@ -89,7 +121,25 @@ def describe_costs(cfg: DictConfig, mfu: float = 0.4) -> list[str]:
     if refine:
         lines.append(f"refining equals training {refine / (6 * non_embedding_params(mc)):.3g} more tokens on "
                      f"{cfg.model.preset}")
-    for gpu, peak in GPU_PEAK_FLOPS.items():
-        lines.append(f"GPU-hours at {mfu:.0%} MFU on {gpu}: refine {refine / (mfu * peak) / 3600:,.0f}, "
-                     f"train {train / (mfu * peak) / 3600:,.0f}")
+    for gpu in GPU_PEAK_FLOPS:
+        lines.append(f"GPU-hours at {mfu:.0%} MFU on {gpu}: refine {gpu_hours(refine, gpu, mfu):,.0f}, "
+                     f"train {gpu_hours(train, gpu, mfu):,.0f}")
+    return lines
+
+
+def describe_sweep_costs(estimates: list[CostEstimate], mfu: float = 0.4) -> list[str]:
+    """The total of a sweep's experiments. A refining (or training) shared by several experiments, like one refined
+    corpus under three base sizes in Fig. 5, is one artifact and is counted once here (each run's own line has it)."""
+    refinings = {e.refine_key or f"{i}": e.refine_flops for i, e in enumerate(estimates) if e.refine_flops}
+    trainings = {e.train_key or f"{i}": (e.train_tokens, e.train_flops) for i, e in enumerate(estimates)}
+    refine = sum(refinings.values())
+    train = sum(f for _, f in trainings.values())
+    tokens = sum(t for t, _ in trainings.values())
+    refined = sum(1 for e in estimates if e.refine_flops)
+    lines = [f"sweep of {len(estimates)} experiments: {len(trainings)} trainings over {tokens:.3g} tokens; "
+             f"{len(refinings)} distinct refinings for {refined} refined experiments (a shared one counted once)",
+             f"sweep FLOPs: refine {refine:.3e} + train {train:.3e} = {refine + train:.3e}"]
+    for gpu in GPU_PEAK_FLOPS:
+        lines.append(f"sweep GPU-hours at {mfu:.0%} MFU on {gpu}: refine {gpu_hours(refine, gpu, mfu):,.0f}, "
+                     f"train {gpu_hours(train, gpu, mfu):,.0f}, total {gpu_hours(refine + train, gpu, mfu):,.0f}")
     return lines

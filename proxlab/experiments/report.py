@@ -1,8 +1,10 @@
 """`proxlab report [sweep=NAME]`: compare the experiments of a sweep from their run directories' `summary.json`.
 
-Writes `runs/<sweep>/report/` with a markdown and a CSV table (variant, kept docs and tokens, FLOPs, accuracy per task,
-average) and a PNG of average accuracy against total FLOPs; prints the table. Reads only local files, so it works
-offline and in tests. Also the last step of a Hydra multirun (`SweepReportCallback`).
+Writes `runs/<sweep>/report/`: a markdown and a CSV table (variant, kept docs and tokens, FLOPs, accuracy per task,
+average) and a PNG of average accuracy against total FLOPs; each paper table the runs reproduce, in its layout
+(paper_report); the accuracy-by-step tables (report_steps); the FLOPs figure of the paper's Fig. 8 (report_flops).
+Prints the tables, and logs them and the plots to W&B in the sweep's group when W&B is on. Reads only local files, so
+it works offline and in tests. Also the last step of a Hydra multirun (`SweepReportCallback`).
 """
 
 from __future__ import annotations
@@ -14,8 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
+from omegaconf import OmegaConf
 
+from proxlab.experiments.config import ReportConfig
 from proxlab.experiments.ledger import SUMMARY
+from proxlab.experiments.paper import TABLES
+from proxlab.experiments.paper_report import render, write_paper_table
+from proxlab.experiments.report_flops import write_flops_report
+from proxlab.experiments.report_part import ReportPart
+from proxlab.experiments.report_steps import write_accuracy_by_step
 
 VARIANT_ORDER = {"raw": 0, "rules": 1, "doc": 2, "prox": 3}
 
@@ -87,10 +96,12 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def build_report(sweep_dir: Path, log_wandb: bool = False, logger_cfg: dict | None = None) -> Path:
+def build_report(sweep_dir: Path, log_wandb: bool = False, logger_cfg: dict | None = None,
+                 options: ReportConfig | None = None) -> Path:
     rows = load_summaries(sweep_dir)
     if not rows:
         raise FileNotFoundError(f"no {SUMMARY} under {sweep_dir}/*/: run the sweep's experiments first")
+    options = options or ReportConfig()
     out = Path(sweep_dir) / "report"
     out.mkdir(parents=True, exist_ok=True)
     header, body = table(rows)
@@ -102,31 +113,95 @@ def build_report(sweep_dir: Path, log_wandb: bool = False, logger_cfg: dict | No
         w.writerow(header)
         w.writerows(body)
     plot(rows, out / "accuracy_vs_flops.png", f"{Path(sweep_dir).name}: accuracy vs FLOPs")
-    print(md, flush=True)
+    parts = [ReportPart(md, {"table": (header, [[_fmt(v) for v in row] for row in body])},
+                        {"accuracy_vs_flops": out / "accuracy_vs_flops.png"})]
     for name in sorted({r["paper_table"] for r in rows if r.get("paper_table")}):
-        from proxlab.experiments.paper import TABLES
-        from proxlab.experiments.paper_report import write_paper_table
-
         if name not in TABLES:
             raise KeyError(f"paper_table={name!r} is not one of {sorted(TABLES)}")
-        print(write_paper_table(TABLES[name], [r for r in rows if r.get("paper_table") == name], out), flush=True)
+        paper_rows = [r for r in rows if r.get("paper_table") == name]
+        parts.append(ReportPart(write_paper_table(TABLES[name], paper_rows, out),
+                                {f"paper/{name}": render(TABLES[name], paper_rows)},
+                                {f"paper/{name}": out / f"{name}.png"}))
+    by_step = write_accuracy_by_step(rows, out)
+    if by_step is not None:
+        parts.append(by_step)
+    parts.append(write_flops_report(rows, out, options))
+    for part in parts:
+        print(part.markdown, flush=True)
     print(f"[proxlab] report written to {out}", flush=True)
     if log_wandb:
         from proxlab.experiments.tracking import MetricsLogger
 
         logger = MetricsLogger(out / "metrics.jsonl", job="report", logger_cfg=logger_cfg, run_dir=sweep_dir)
-        logger.table("report/table", header, [[v for v in row] for row in body])
-        logger.close()
+        try:
+            for part in parts:
+                for name, (cols, cells) in part.tables.items():
+                    logger.table(f"report/{name}", cols, cells)
+                for name, path in part.images.items():
+                    logger.image(f"report/plot/{name}", path)
+        finally:
+            logger.close()
     return out
 
 
+def sweep_settings(sweep_dir: Path, overrides: dict[str, str]) -> tuple[ReportConfig, dict[str, Any] | None]:
+    """`proxlab report`'s options and W&B settings: the `report` and `logger` sections of the sweep's saved run config
+    (its first run's config.yaml), under `report.<key>=value` and `wandb=true|false` from the command line."""
+    from omegaconf import OmegaConf
+
+    saved = sorted(Path(sweep_dir).glob("*/config.yaml"))
+    run_cfg = OmegaConf.load(saved[0]) if saved else OmegaConf.create({})
+    unknown = sorted(k for k in overrides if not k.startswith("report.") and k != "wandb")
+    if unknown:
+        raise SystemExit(f"proxlab report: unknown option(s) {unknown}; use report.<key>=value "
+                         f"({', '.join(ReportConfig.__dataclass_fields__)}) or wandb=true|false")
+    merged = OmegaConf.merge(OmegaConf.structured(ReportConfig), run_cfg.get("report") or {},
+                             OmegaConf.from_dotlist([f"{k[len('report.'):]}={v}" for k, v in overrides.items()
+                                                     if k.startswith("report.")]))
+    options = ReportConfig(**OmegaConf.to_container(merged))
+    logger = run_cfg.get("logger") or {}
+    enabled = logger.get("backend") == "wandb" and logger.get("mode", "offline") != "disabled"
+    if "wandb" in overrides:
+        enabled = overrides["wandb"].lower() in ("1", "true", "yes")
+    if not enabled:
+        return options, None
+    return options, report_logger_cfg(Path(sweep_dir).name, logger.get("mode", "offline"),
+                                      logger.get("project", "proxlab"), logger.get("entity"))
+
+
+def report_logger_cfg(sweep: str, mode: str, project: str, entity: str | None) -> dict[str, Any]:
+    """The report's W&B run: in the sweep's group, named `<sweep>/report`, beside the runs it compares."""
+    return {"backend": "wandb", "mode": mode, "project": project, "entity": entity, "group": sweep,
+            "name_prefix": f"{sweep}/", "tags": ["report", f"sweep:{sweep}"]}
+
+
 class SweepReportCallback(Callback):
-    """Hydra callback: after a multirun, build the report of the sweep its jobs wrote to."""
+    """Hydra callback: after a multirun, build the report of the sweep its jobs wrote to; after a planned sweep
+    (`proxlab plan -m`, dry_run), print the sweep's total cost."""
+
+    def __init__(self) -> None:
+        self.costs: list[Any] = []
+
+    def on_job_end(self, config, job_return, **kwargs) -> None:
+        from hydra.core.utils import JobStatus
+
+        if job_return.status == JobStatus.COMPLETED and isinstance(job_return.return_value, dict):
+            cost = job_return.return_value.get("cost")
+            if cost is not None:
+                self.costs.append(cost)
 
     def on_multirun_end(self, config, **kwargs) -> None:
+        if config.get("dry_run"):
+            if self.costs:
+                from proxlab.experiments.planning import describe_sweep_costs
+
+                for line in describe_sweep_costs(self.costs):
+                    print(f"[proxlab] {line}", flush=True)
+            return
         sweep = config.get("sweep") or config.get("name")
         sweep_dir = Path(config.paths.runs_dir).resolve() / sweep
-        if sweep_dir.exists() and not config.get("dry_run"):
-            logger_cfg = {"backend": config.logger.backend, "mode": config.logger.mode,
-                          "project": config.logger.project, "group": sweep}
-            build_report(sweep_dir, log_wandb=config.logger.backend == "wandb", logger_cfg=logger_cfg)
+        if sweep_dir.exists():
+            logger_cfg = report_logger_cfg(sweep, config.logger.mode, config.logger.project, config.logger.entity)
+            options = ReportConfig(**OmegaConf.to_container(config.report, resolve=True))
+            build_report(sweep_dir, log_wandb=config.logger.backend == "wandb", logger_cfg=logger_cfg,
+                         options=options)

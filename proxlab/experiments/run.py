@@ -19,7 +19,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from proxlab.experiments.config import register_schemas
+from proxlab.experiments.config import TRAIN_RUNTIME_KEYS, register_schemas
 from proxlab.experiments.graph import PlannedStage, plan, run_key
 from proxlab.experiments.launcher import (EXIT_REQUEUE, StageFailed, install_preemption_handlers, interpreter,
                                          preempted, run_stage_process)
@@ -137,9 +137,7 @@ def _execute(cfg: DictConfig, stage: PlannedStage, run_dir: Path, rank: int, ide
         runtime={"data_dir": str(data_dir(cfg.paths.data_dir)), "devices": cfg.cluster.devices,
                  "num_nodes": cfg.cluster.num_nodes, "accelerator": cfg.cluster.accelerator,
                  "device": "cuda" if cfg.cluster.accelerator == "gpu" else "cpu",
-                 # train settings that never change an artifact, so they are kept out of its key
-                 "log_interval": cfg.train.log_interval, "num_workers": cfg.train.num_workers,
-                 "compile": cfg.train.compile, "keep_checkpoints": cfg.train.keep_checkpoints, **identity},
+                 **{key: cfg.train[key] for key in TRAIN_RUNTIME_KEYS}, **stage.runtime, **identity},
     )
     spec_path = stage.out_dir / (SPEC_FILE if identity["rank"] == 0 else f"spec.rank{identity['rank']}.json")
     spec.save(spec_path)
@@ -167,7 +165,8 @@ class ArrayTaskDone(Exception):
     """A refine job-array task finished its shards; the rest of the graph is not this task's to run."""
 
 
-def print_plan(cfg: DictConfig, stages: list[PlannedStage], run_dir: Path) -> None:
+def print_plan(cfg: DictConfig, stages: list[PlannedStage], run_dir: Path):
+    """Print the stage graph; with dry_run, also the planned costs, returned (a CostEstimate) for a sweep's total."""
     log(f"experiment {cfg.name} (variant={cfg.refine.variant}, model={cfg.model.preset}, corpus={cfg.corpus.name})")
     log(f"run directory: {run_dir}")
     for st in stages:
@@ -175,10 +174,12 @@ def print_plan(cfg: DictConfig, stages: list[PlannedStage], run_dir: Path) -> No
         inputs = ", ".join(f"{k}={v.name}" for k, v in st.inputs.items())
         log(f"  {st.name:<22} {st.key}  [{state}]  env={st.env}  {inputs}")
     if cfg.dry_run:
-        from proxlab.experiments.planning import describe_costs, describe_training
+        from proxlab.experiments.planning import cost_estimate, describe_costs, describe_training
 
         for line in describe_training(cfg) + describe_costs(cfg):
             log(line)
+        return cost_estimate(cfg, {st.name: st.key for st in stages})
+    return None
 
 
 def run_experiment(cfg: DictConfig) -> dict:
@@ -186,9 +187,9 @@ def run_experiment(cfg: DictConfig) -> dict:
     stages = plan(cfg, artifacts)
     run_dir = run_directory(cfg, stages)
     rank, world = rank_and_world()
-    print_plan(cfg, stages, run_dir)
+    cost = print_plan(cfg, stages, run_dir)
     if cfg.dry_run:
-        return {}
+        return {"cost": cost}
     install_preemption_handlers()
     t0 = time.perf_counter()
     if rank == 0:
@@ -212,6 +213,7 @@ def run_experiment(cfg: DictConfig) -> dict:
               "model": cfg.model.preset, "corpus": cfg.corpus.name, "run_dir": str(run_dir),
               "paper_table": cfg.paper_table,
               "report_row": cfg.report_row or f"{cfg.model.preset}/{cfg.refine.variant}",
+              "refiner_presets": refiner_presets(cfg),
               "wall_s": round(time.perf_counter() - t0, 1)}
     summary = experiment_summary(ledger, labels)
     atomic_write_text(run_dir / SUMMARY, json.dumps(summary, indent=2, sort_keys=True))
@@ -224,6 +226,13 @@ def run_experiment(cfg: DictConfig) -> dict:
         + (f" ({', '.join(reused)})" if reused else ""))
     print_summary(summary)
     return summary
+
+
+def refiner_presets(cfg: DictConfig) -> dict[str, str | None]:
+    """The architecture (model preset) of each refining model the variant ran, for the report's optional count of the
+    refiner's own pretraining; None where the config does not say (refine.<level>.size_preset unset)."""
+    levels = {"doc": ("doc",), "prox": ("doc", "chunk")}.get(cfg.refine.variant, ())
+    return {level: cfg.refine[level].size_preset for level in levels}
 
 
 def write_run_metrics(run_dir: Path, ledger: Ledger) -> None:
@@ -245,17 +254,21 @@ def print_summary(summary: dict) -> None:
 
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
-def hydra_main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> dict:
+    # The return value reaches Hydra callbacks (job_return.return_value): a sweep's plan sums its experiments' costs.
     try:
-        run_experiment(cfg)
+        return run_experiment(cfg)
     except StageFailed as e:
         log(str(e))
         sys.exit(1)
 
 
 def main(argv: list[str] | None = None) -> None:
-    if argv is not None:
-        sys.argv = [sys.argv[0], *argv]
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Hydra's parser takes its flags before the overrides only; `proxlab run exp=x -m refine=a,b` is common enough
+    # (and an unhelpful "unrecognized arguments" otherwise) that -m/--multirun may go anywhere.
+    flags = [a for a in argv if a in ("-m", "--multirun")]
+    sys.argv = [sys.argv[0], *flags, *[a for a in argv if a not in flags]]
     hydra_main()
 
 

@@ -77,6 +77,16 @@ class MetricsLogger:
 
             self._wandb_run.log({name: wandb.Table(columns=columns, data=rows)})
 
+    def image(self, name: str, path: str | Path) -> None:
+        """A picture (a report's PNG): its path in the jsonl, the image itself in W&B."""
+        if not self.enabled:
+            return
+        append_jsonl(self.jsonl_path, {"job": self.job, "image": name, "path": str(path), "time": now_iso()})
+        if self._wandb_run is not None:
+            import wandb
+
+            self._wandb_run.log({name: wandb.Image(str(path))})
+
     def close(self) -> None:
         if self._wandb_run is not None:
             self._wandb_run.finish()

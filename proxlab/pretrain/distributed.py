@@ -5,8 +5,8 @@ Strategy (train.strategy):
 - auto on CPU, or ddp: DDP (gloo on CPU, NCCL on GPU).
 - auto on GPU, or fsdp: FSDP wrapping each transformer Block, full state dicts on save (LitGPT's choice);
   FULL_SHARD on one node, HYBRID_SHARD (shard within a node, replicate across nodes) on several, as the reference
-  code trained its TLMs. `spec.runtime["activation_checkpointing"]` checkpoints every Block (the reference code did
-  so for Mistral-7B).
+  code trained its TLMs. `train.activation_checkpointing` checkpoints every Block under FSDP (the reference code did
+  so for Mistral-7B); other strategies ignore it with a warning.
 """
 
 from __future__ import annotations
@@ -37,8 +37,11 @@ def make_fabric(runtime: dict[str, Any], train: dict[str, Any]):
             auto_wrap_policy={Block},
             state_dict_type="full",
             sharding_strategy="HYBRID_SHARD" if num_nodes > 1 else "FULL_SHARD",
-            activation_checkpointing_policy={Block} if runtime.get("activation_checkpointing") else None,
+            activation_checkpointing_policy={Block} if train.get("activation_checkpointing") else None,
         )
+    if train.get("activation_checkpointing") and not isinstance(strategy, FSDPStrategy):
+        print(f"[proxlab] pretrain: train.activation_checkpointing applies to FSDP only; strategy here is "
+              f"{type(strategy).__name__ if not isinstance(strategy, str) else strategy}, so it is ignored", flush=True)
     precision = train.get("precision") or "32-true"
     return L.Fabric(accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
                     precision=precision)

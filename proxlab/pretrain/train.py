@@ -4,7 +4,7 @@
 
 spec.config = {"model": ModelConfig dict (no tokenizer), "train": TrainConfig dict}; inputs "data" (tokenize
 artifact) and "tokenizer"; spec.runtime {"devices", "num_nodes", "accelerator"} (default 1/1/cpu) and optionally
-the unhashed train knobs {"log_interval", "num_workers", "compile", "keep_checkpoints", "threads"}.
+the unhashed train knobs (proxlab.experiments.config.TRAIN_RUNTIME_KEYS, and "threads").
 
 The loop stops at exactly `early_stop_step or max_steps` optimizer steps; the LR schedule always spans `max_steps`.
 Each step takes global_batch_size / (micro_batch_size x world size) micro-batches per rank. Checkpoints go to
@@ -23,7 +23,8 @@ from proxlab.experiments.spec import StageResult, StageSpec, atomic_write_text, 
 
 SUMMARY = "train_summary.json"
 # Train knobs the planner leaves out of the hashed config (they do not change the result): spec.runtime carries them.
-UNHASHED = {"log_interval": 5, "num_workers": 0, "compile": False, "keep_checkpoints": None}
+UNHASHED = {"log_interval": 5, "num_workers": 0, "compile": False, "keep_checkpoints": None,
+            "activation_checkpointing": False, "deterministic": None}
 TRAIN_DEFAULTS = {"early_stop_step": None, "warmup_steps": 0, "schedule": "cosine", "min_lr": 0.0,
                   "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.95, "eps": 1e-8, "grad_clip": 1.0,
                   "precision": "32-true", "seed": 1234, "strategy": "auto", "wsd_stable_steps": None}
@@ -99,7 +100,8 @@ def fit(spec: StageSpec, train: dict[str, Any], info: dict[str, Any], stop) -> S
     data_dir, tokenizer_dir, out = spec.input("data"), spec.input("tokenizer"), spec.out
     seq_len, micro_bs, stop_step = int(train["seq_len"]), int(train["micro_batch_size"]), train["stop_step"]
     accum = grad_accum_steps(train, world)
-    if spec.runtime.get("deterministic", fabric.device.type == "cpu"):
+    deterministic = train["deterministic"]
+    if deterministic if deterministic is not None else fabric.device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
 
     # --- model, optimizer, data ------------------------------------------------------------------------------------

@@ -13,7 +13,8 @@ shard). Outputs per shard:
   after, and the number of chunk programs.
 
 Execution is `proxlab.refine.programs` (`run_doc_program` / `run_chunk_programs`, compat or strict, DecisionRules
-from `drop_ratio`, `min_ratio`, `max_errors`, `min_words`). Stats (kept/dropped by reason, words, chars and tokens
+from `drop_ratio`, `min_ratio`, `max_errors`, `min_words`; refine.apply_doc's config lacks the chunk-only thresholds,
+config.APPLY_CHUNK_ONLY_KEYS, so that they stay out of its key). Stats (kept/dropped by reason, words, chars and tokens
 before and after, operations per program, program error rate, failure kinds such as repeated calls and normalize
 sources not found) go to the manifest, metrics.jsonl and W&B; every input id is checked to be kept or dropped once.
 """
@@ -27,6 +28,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from proxlab.experiments.config import apply_settings
 from proxlab.experiments.spec import StageResult, StageSpec, rank_and_world, stage_cli
 from proxlab.experiments.tracking import MetricsLogger
 from proxlab.refine.programs import FAILURE_KINDS, OP_NAMES, DecisionRules, run_chunk_programs, run_doc_program
@@ -44,12 +46,15 @@ LEVELS = ("doc", "chunk")
 
 
 def decision_rules(cfg: dict[str, Any]) -> DecisionRules:
-    """ApplyConfig → DecisionRules. The default drop_ratio 0.05 is the reference's ``1 - 0.95`` bit for bit."""
-    drop_ratio = float(cfg.get("drop_ratio", 0.05))
+    """ApplyConfig → DecisionRules. The default drop_ratio 0.05 is the reference's ``1 - 0.95`` bit for bit.
+
+    `cfg` holds every ApplyConfig setting (``proxlab.experiments.config.apply_settings``); at doc level the chunk-only
+    thresholds are the schema's defaults, which the doc-level executor never reads."""
+    drop_ratio = float(cfg["drop_ratio"])
     if abs(drop_ratio - 0.05) < 1e-12:
         drop_ratio = 1 - 0.95
-    return DecisionRules(drop_ratio=drop_ratio, min_ratio=float(cfg.get("min_ratio", 0.0)),
-                         max_errors=int(cfg.get("max_errors", 2)), min_words=int(cfg.get("min_words", 10)))
+    return DecisionRules(drop_ratio=drop_ratio, min_ratio=float(cfg["min_ratio"]),
+                         max_errors=int(cfg["max_errors"]), min_words=int(cfg["min_words"]))
 
 
 def drop_reason(level: str, result, rules: DecisionRules) -> str:
@@ -92,7 +97,7 @@ def _token_counter(programs_dir: Path, data_dir: str | None):
         return None
     try:
         gen_cfg = json.loads(manifest.read_text())["config"]
-        from proxlab.refine.backends.models import resolve_model
+        from proxlab.models import resolve_model
 
         path = Path(resolve_model(gen_cfg.get("tokenizer") or gen_cfg["model"], data_dir))
         if (path / "tokenizer.json").exists():
@@ -111,17 +116,16 @@ def _token_counter(programs_dir: Path, data_dir: str | None):
 
 
 def main(spec: StageSpec) -> StageResult:
-    cfg = spec.config
+    cfg = apply_settings(spec.config)
     level = cfg.get("level")
     if level not in LEVELS:
         raise ValueError(f"refine apply: config level={level!r}, expected one of {LEVELS}")
-    mode = cfg.get("mode", "compat")
+    mode = cfg["mode"]
     rules = decision_rules(cfg)
     rank, world = rank_and_world(spec.runtime.get("rank"), spec.runtime.get("world_size"))
     docs_dir, programs_dir = spec.input("docs"), spec.input("programs")
     in_shards = list_shards(docs_dir)
-    count_tokens = _token_counter(programs_dir, spec.runtime.get("data_dir")) if cfg.get("count_tokens", True) \
-        else None
+    count_tokens = _token_counter(programs_dir, spec.runtime.get("data_dir")) if cfg["count_tokens"] else None
 
     def process(index: int, path: Path) -> ShardStats:
         docs = read_docs(path)

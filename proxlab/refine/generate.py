@@ -33,6 +33,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from proxlab.experiments.config import generate_settings
 from proxlab.experiments.flops import inference_flops
 from proxlab.experiments.spec import StageResult, StageSpec, rank_and_world, stage_cli
 from proxlab.experiments.tracking import MetricsLogger
@@ -70,7 +71,9 @@ def is_repetitive(output: str, token_ids: list[int] | None = None, min_repeats: 
 
 
 class PromptBuilder:
-    """Doc- or chunk-level prompts (token ids) for documents, with the refiner's tokenizer and chat format."""
+    """Doc- or chunk-level prompts (token ids) for documents, with the refiner's tokenizer and chat format.
+
+    `cfg` holds every GenerateConfig setting and `level` (``proxlab.experiments.config.generate_settings``)."""
 
     def __init__(self, cfg: dict[str, Any], tokenizer):
         from proxlab.refine.chunking import hf_token_counter
@@ -78,11 +81,11 @@ class PromptBuilder:
         self.cfg = cfg
         self.level = cfg["level"]
         self.tokenizer = tokenizer
-        self.chat_format = cfg.get("chat_format", "auto")
-        self.truncation = cfg.get("truncation", "prompt")
-        self.max_prompt_tokens = int(cfg.get("max_prompt_tokens", 2000))
-        self.chunk_tokens = int(cfg.get("chunk_tokens", 1500))
-        self.overlong = cfg.get("overlong_line", "own_chunk")
+        self.chat_format = cfg["chat_format"]
+        self.truncation = cfg["truncation"]
+        self.max_prompt_tokens = int(cfg["max_prompt_tokens"])
+        self.chunk_tokens = int(cfg["chunk_tokens"])
+        self.overlong = cfg["overlong_line"]
         self.counter = hf_token_counter(tokenizer) if self.level == "chunk" else None
 
     def doc_prompt(self, text: str) -> tuple[list[int], bool]:
@@ -171,9 +174,9 @@ def check_programs(docs_dir: Path, programs_dir: Path, level: str) -> None:
 
 
 def _cache_root() -> Path:
-    from proxlab.refine.backends.models import cache_dir
+    from proxlab.experiments.paths import models_cache_dir
 
-    return cache_dir().parent
+    return models_cache_dir().parent
 
 
 def _device(runtime: dict[str, Any]) -> str | None:
@@ -184,10 +187,11 @@ def _device(runtime: dict[str, Any]) -> str | None:
 def main(spec: StageSpec) -> StageResult:
     from tqdm import tqdm
 
-    from proxlab.refine.backends import make_backend, resolve_model
+    from proxlab.models import resolve_model
+    from proxlab.refine.backends import make_backend
     from proxlab.refine.backends.base import PROMPT_TOO_LONG, param_counts
 
-    cfg = dict(spec.config)
+    cfg = generate_settings(spec.config, spec.runtime)
     level = cfg.get("level")
     if level not in LEVELS:
         raise ValueError(f"refine generate: config level={level!r}, expected one of {LEVELS}")
@@ -196,7 +200,7 @@ def main(spec: StageSpec) -> StageResult:
     in_dir = spec.input("docs")
     in_shards = list_shards(in_dir)
     max_new = int(cfg["max_new_tokens"])
-    window = max(1, int(cfg.get("docs_per_shard", 256)))  # documents per backend call (progress, memory)
+    window = max(1, int(cfg["docs_per_shard"]))  # documents per backend call (progress, memory)
     log = MetricsLogger.for_stage(spec, rank)
     state: dict[str, Any] = {"backend": None, "builder": None, "docs_done": 0, "t0": time.perf_counter(), "step": 0}
 
@@ -290,7 +294,7 @@ def main(spec: StageSpec) -> StageResult:
           f"{prompt_tokens} prompt + {output_tokens} generated tokens, {flops:.3e} FLOPs (N={n_nonembed:,}); "
           f"finish {finish}; failures {failures}", flush=True)
     return StageResult(counts=counts, flops={"refine": flops},
-                       extra={"level": level, "backend": cfg.get("backend"), "model": cfg["model"],
+                       extra={"level": level, "backend": cfg["backend"], "model": cfg["model"],
                               "model_path": model_path, "params_total": n_total, "params_non_embedding": n_nonembed,
                               "finish_reasons": finish, "failures": failures, **timing})
 

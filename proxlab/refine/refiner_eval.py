@@ -13,8 +13,8 @@ Here the labels are DCLM's human quality judgements on CommonCrawl pages (``web/
 API: ``evaluate_refiner(labelled_jsonl, decide)`` with ``decide(texts) -> list[bool]`` (True = keep).
 CLI::
 
-    python -m proxlab.refine.refiner_eval --rules gopher,c4,fineweb,all
-    python -m proxlab.refine.refiner_eval --model proxlab:smollm2-135m-instruct --backend hf --prompt judge
+    proxlab refine eval --rules gopher,c4,fineweb,all    # or python -m proxlab.refine.refiner_eval ...
+    proxlab refine eval --model proxlab:smollm2-135m-instruct --backend hf --prompt judge
     .venv-vllm/bin/python -m proxlab.refine.refiner_eval --model gair-prox/web-doc-refining-lm --backend vllm
 
 prints one table row per refiner (keep-class precision/recall/F1, drop F1, macro F1, accuracy, and keep F1 on the
@@ -96,19 +96,21 @@ def rules_decider(filters: Sequence[str], c4_terminal_punct: bool | None = None,
 
 def model_decider(cfg: dict[str, Any], prompt: str = "prox", mode: str = "compat", data_dir: str | None = None,
                   outputs: list | None = None) -> Decide:
-    """Keep iff the refiner's doc-level program keeps. `cfg` is a GenerateConfig-shaped dict (backend, model, ...)."""
+    """Keep iff the refiner's doc-level program keeps. `cfg` is a GenerateConfig-shaped dict (backend, model, ...);
+    settings it omits take the schema's defaults."""
+    from proxlab.experiments.config import generate_settings
     from proxlab.refine.backends import make_backend
     from proxlab.refine.programs import run_doc_program
     from proxlab.refine.prompts import encode_prompt, render_chat, render_doc_prompt
 
+    cfg = generate_settings(cfg)
     backend = make_backend(cfg, data_dir=data_dir)
     tok = backend.tokenizer
-    max_prompt = int(cfg.get("max_prompt_tokens", 2000))
+    max_prompt = int(cfg["max_prompt_tokens"])
 
     def prompt_ids(text: str) -> list[int]:
         if prompt == "prox":
-            return render_doc_prompt(text, tok, max_prompt, cfg.get("truncation", "prompt"),
-                                     cfg.get("chat_format", "auto"))
+            return render_doc_prompt(text, tok, max_prompt, cfg["truncation"], cfg["chat_format"])
         if prompt != "judge":
             raise ValueError(f"prompt must be prox or judge, not {prompt!r}")
         # Cut the document, not the instruction: shorten the text until the prompt fits.
@@ -170,7 +172,12 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
     else:
         from proxlab.experiments.paths import data_dir
 
-        data = data_dir() / DCLM_FILE
+        try:
+            data = data_dir() / DCLM_FILE
+        except FileNotFoundError as e:
+            p.error(str(e))
+    if not data.is_file():  # before any model is loaded
+        p.error(f"labelled documents file {data} does not exist (give --data PATH)")
     results: dict[str, dict[str, Any]] = {}
     for name in [r for r in args.rules.split(",") if r]:
         if name not in RULE_SETS:

@@ -1,8 +1,8 @@
 """The foundation end to end on CPU: a raw-vs-rules sweep through every real stage (datatrove, LitData, LitGPT on
 Fabric, lm-eval, W&B offline), reuse on rerun, and SIGKILL-then-rerun equal to an uninterrupted run.
 
-Smaller than `make demo` (fewer documents, steps and eval samples) so the suite stays inside CI's budget; the same
-code paths run.
+Smaller than `make demo` (fewer documents, steps and eval samples) so it fits in CI's default suite (about 5.5 min on
+2 quiet cores); the same code paths run.
 """
 
 import json
@@ -17,8 +17,6 @@ import pytest
 
 from proxlab.experiments.paths import REPO_ROOT
 from proxlab.experiments.spec import read_jsonl
-
-pytestmark = pytest.mark.slow
 
 SMALL = ["exp=smoke", "corpus.num_docs=300", "corpus.docs_per_shard=100", "train.max_steps=12",
          "train.save_interval=4", "train.log_interval=2", "eval.limit=20", "model.tokenizer.vocab_size=1024"]

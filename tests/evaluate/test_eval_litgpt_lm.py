@@ -134,3 +134,32 @@ def test_math_pipeline_prompts(lit_lm, tmp_path):
         assert rec["prompt"] == demo + "\n\n\n" + doc["prompt"], task
         assert rec["gt"] == doc["gt"] and rec["acc"] in (0.0, 1.0)
         assert res["tasks"][task]["n"] == 1
+
+
+def test_continuation_longer_than_the_window_is_scored_in_blocks(tiny_artifact, tiny_hf):
+    # A tiny model's short window and a long HellaSwag ending: every continuation token is still scored, each block
+    # with as much preceding text as fits. Checked against the same weights run by transformers on each window.
+    from transformers import AutoModelForCausalLM
+
+    window = 16
+    lm = LitGPTLM(tiny_artifact, batch_size=4, max_length=window)
+    ctx = lm.tok_encode("A man is sitting on a roof. He")
+    cont = lm.tok_encode(" is using wrap to wrap a pair of skis, then he climbs down the ladder and walks across the "
+                         "yard to the garage where his friends are waiting with more skis", add_special_tokens=False)
+    assert len(cont) > 2 * window
+    windows = lm.score_windows(ctx, cont)
+    assert len(windows) >= 3
+    assert [tok for _, targets in reversed(windows) for tok in targets] == cont  # each token exactly once
+    whole = ctx + cont
+    hf = AutoModelForCausalLM.from_pretrained(tiny_hf, torch_dtype=torch.float32).eval()
+    expected = 0.0
+    for inp, targets in windows:
+        assert 0 < len(inp) <= window and len(targets) <= len(inp)
+        assert (inp + targets[-1:])[-len(targets):] == targets  # the input's last positions predict the targets
+        assert any(whole[i: i + len(inp) + 1] == inp + targets[-1:] for i in range(len(whole)))  # a slice of the text
+        with torch.no_grad():
+            logp = torch.log_softmax(hf(torch.tensor([inp])).logits[0].float(), -1)
+        rows = logp[len(inp) - len(targets):]
+        expected += float(rows.gather(-1, torch.tensor(targets)[:, None]).sum())
+    ((ll, greedy),) = lm._loglikelihood_tokens([(None, ctx, cont)], disable_tqdm=True)
+    assert ll == pytest.approx(expected, abs=1e-3) and ll < 0 and isinstance(greedy, bool)

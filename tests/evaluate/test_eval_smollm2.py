@@ -16,7 +16,7 @@ def test_smollm2_above_chance(tmp_path):
     import torch
 
     from proxlab.evaluate.runner import evaluate_model, format_table
-    from proxlab.evaluate.smollm2 import ensure_smollm2
+    from proxlab.models.smollm2 import ensure_smollm2
 
     torch.set_num_threads(1)
     model_dir = ensure_smollm2()
@@ -37,7 +37,7 @@ def test_smollm2_litgpt_matches_hf(tmp_path):
 
     from proxlab.evaluate.litgpt_lm import LitGPTLM
     from proxlab.evaluate.runner import make_lm, run_suite
-    from proxlab.evaluate.smollm2 import ensure_smollm2
+    from proxlab.models.smollm2 import ensure_smollm2
 
     torch.set_num_threads(1)
     hf_dir = ensure_smollm2()

@@ -43,3 +43,40 @@ def test_every_named_experiment_composes_and_plans():
         cfg = compose_config([f"exp={name}"])
         assert cfg.name and "${" not in cfg.name, name
         assert plan(cfg, REPO_ROOT / "artifacts")[-1].name == "evaluate", name
+
+
+def test_typo_in_a_refine_setting_fails_naming_the_key():
+    """Settings the refine code reads are schema fields: a misspelt one fails at compose time, before any work."""
+    r = proxlab("run", "exp=smoke_prox", "refine=doc", "refine.doc.thredas=2")
+    assert r.returncode != 0
+    assert "thredas" in r.stderr + r.stdout
+
+
+def test_refine_settings_read_by_the_code_are_typed_fields():
+    from proxlab.experiments.direct import compose_config
+
+    cfg = compose_config(["exp=smoke_prox", "refine=prox", "refine.doc.threads=2", "refine.chunk.chat_format=llama2",
+                          "refine.doc.truncation=content", "refine.doc.max_model_len=1024",
+                          "refine.doc.kv_cache_gib=4", "refine.doc.request_timeout_s=30",
+                          "refine.doc.max_num_seqs=8", "refine.doc.vllm_multiprocessing=true",
+                          "refine.apply.count_tokens=false"])
+    assert cfg.refine.doc.threads == 2 and cfg.refine.doc.max_model_len == 1024
+    assert cfg.refine.chunk.threads is None and cfg.refine.chunk.chat_format == "llama2"
+    assert cfg.refine.apply.count_tokens is False
+
+
+def test_stage_settings_fill_defaults_and_reject_unknown_keys():
+    """Hand-built stage configs (tests, benchmarks, refine eval) get the schema's defaults; a typo fails naming it."""
+    import pytest
+
+    from proxlab.experiments.config import apply_settings, generate_settings
+
+    cfg = generate_settings({"level": "doc", "model": "m"}, runtime={"threads": 3, "data_dir": "/d"})
+    assert cfg["threads"] == 3 and cfg["chat_format"] == "auto" and cfg["kv_cache_gib"] == 2
+    assert "data_dir" not in cfg
+    assert generate_settings({"threads": 1}, runtime={"threads": 3})["threads"] == 1  # the config wins
+    assert apply_settings({"level": "doc", "mode": "strict"})["drop_ratio"] == 0.05
+    with pytest.raises(KeyError, match="thredas"):
+        generate_settings({"level": "doc", "thredas": 2})
+    with pytest.raises(KeyError, match="drop_ration"):
+        apply_settings({"level": "chunk", "drop_ration": 0.1})

@@ -33,7 +33,9 @@ def test_two_model_sizes_share_the_tokenized_variant():
 
 def test_keys_ignore_logging_and_paths_but_not_what_changes_outputs():
     base = stages()
-    assert stages("train.log_interval=1")["pretrain"].key == base["pretrain"].key
+    for neutral in ("train.log_interval=1", "train.num_workers=2", "train.compile=true", "train.keep_checkpoints=1",
+                    "train.activation_checkpointing=true", "train.deterministic=false"):
+        assert stages(neutral)["pretrain"].key == base["pretrain"].key, neutral
     assert stages("paths.artifacts_dir=/elsewhere")["pretrain"].key == base["pretrain"].key
     assert stages("logger=none")["evaluate"].key == base["evaluate"].key
     assert stages("corpus.num_docs=10")["prepare"].key != base["prepare"].key
@@ -44,3 +46,36 @@ def test_keys_ignore_logging_and_paths_but_not_what_changes_outputs():
 def test_stop_after_truncates_the_graph():
     names = list(stages("refine=rules", "stop_after=tokenize"))
     assert names == ["prepare", "refine.rules", "tokenizer", "tokenize"]
+
+
+def test_generate_runtime_settings_do_not_rekey_but_reach_the_stage():
+    """Threads, timeouts, KV cache size, engine multiprocessing, concurrency and retries never change a program."""
+    base = stages("refine=prox")
+    for level in ("doc", "chunk"):
+        for neutral in ("threads=2", "kv_cache_gib=4", "vllm_multiprocessing=true", "request_timeout_s=5.5",
+                        "concurrency=2", "max_retries=1"):
+            other = stages("refine=prox", f"refine.{level}.{neutral}")
+            assert {n: s.key for n, s in other.items()} == {n: s.key for n, s in base.items()}, (level, neutral)
+            key, value = neutral.split("=")
+            assert str(other[f"refine.generate_{level}"].runtime[key]).lower() == value
+            assert key not in other[f"refine.generate_{level}"].config
+    assert stages("refine=prox", "refine.doc.max_new_tokens=8")["refine.generate_doc"].key \
+        != base["refine.generate_doc"].key
+    assert stages("refine=prox", "refine.chunk.chat_format=llama2")["refine.generate_chunk"].key \
+        != base["refine.generate_chunk"].key
+
+
+def test_chunk_apply_settings_rekey_only_the_chunk_apply_stage():
+    """A chunk-level threshold reuses the doc level and the chunk-level generation ("tag once, threshold later")."""
+    base = stages("refine=prox")
+    for override in ("refine.apply.drop_ratio=0.2", "refine.apply.min_ratio=0.1", "refine.apply.min_words=5"):
+        other = stages("refine=prox", override)
+        for name in ("refine.generate_doc", "refine.apply_doc", "refine.generate_chunk"):
+            assert other[name].key == base[name].key, (override, name)
+        assert other["refine.apply_chunk"].key != base["refine.apply_chunk"].key, override
+        assert other["tokenize"].key != base["tokenize"].key, override
+    for shared in ("refine.apply.mode=strict", "refine.apply.max_errors=3"):  # both levels read these
+        other = stages("refine=prox", shared)
+        assert other["refine.generate_doc"].key == base["refine.generate_doc"].key
+        assert other["refine.apply_doc"].key != base["refine.apply_doc"].key, shared
+        assert other["refine.apply_chunk"].key != base["refine.apply_chunk"].key, shared

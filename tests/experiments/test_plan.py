@@ -26,3 +26,33 @@ def test_raw_has_no_refining_cost_and_gpu_hours_are_printed():
     lines = describe_costs(compose_config(["exp=table2", "refine=raw"]))
     assert any("refine 0.000e+00" in line for line in lines)
     assert any("H100" in line for line in lines) and any("A100" in line for line in lines)
+
+
+def test_sweep_total_counts_a_shared_refining_once():
+    from proxlab.experiments.planning import CostEstimate, describe_sweep_costs
+
+    fig5 = [CostEstimate("xs_raw", 26.2e9, 4.9e19, 0.0, None, "p1"),
+            CostEstimate("xs_prox", 26.2e9, 4.9e19, 5.1e19, "g1+g2", "p2"),
+            CostEstimate("s_prox", 26.2e9, 1.1e20, 5.1e19, "g1+g2", "p3")]  # one refined corpus, two base sizes
+    lines = describe_sweep_costs(fig5)
+    assert "3 trainings over 7.86e+10 tokens; 1 distinct refinings for 2 refined experiments" in lines[0]
+    assert lines[1] == "sweep FLOPs: refine 5.100e+19 + train 2.080e+20 = 2.590e+20"
+    assert any(line.startswith("sweep GPU-hours at 40% MFU on H100") for line in lines)
+
+
+def test_plan_of_a_sweep_prints_each_experiment_and_the_total(tmp_path):
+    import subprocess
+    import sys
+
+    from proxlab.experiments.paths import REPO_ROOT
+
+    r = subprocess.run([sys.executable, "-m", "proxlab.experiments.cli", "plan", "-m", "exp=fig5", "model=tlm_xs,tlm_s",
+                        "refine=prox_xs", f"paths.runs_dir={tmp_path / 'runs'}",
+                        f"paths.artifacts_dir={tmp_path / 'artifacts'}"],
+                       capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = [line.removeprefix("[proxlab] ") for line in r.stdout.splitlines()]
+    assert "FLOPs: refine 5.107e+19 + train 4.928e+19 = 1.004e+20" in lines  # TLM-XS on ProX-xs data
+    assert "FLOPs: refine 5.107e+19 + train 1.116e+20 = 1.627e+20" in lines  # TLM-S on the same refined corpus
+    assert "sweep FLOPs: refine 5.107e+19 + train 1.609e+20 = 2.120e+20" in lines  # refined once for both
+    assert not (tmp_path / "artifacts").exists()  # planned, not run

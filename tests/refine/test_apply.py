@@ -126,7 +126,8 @@ def test_missing_program_fails(tmp_path):
 
 
 def test_apply_has_its_own_cache_key():
-    """Re-executing with strict mode or other thresholds re-keys the apply stages, never the doc-level generation."""
+    """Re-executing with strict mode or other thresholds re-keys the apply stages that read them, never the doc-level
+    generation; a chunk-only threshold leaves refine.apply_doc's key alone."""
     from hydra import compose, initialize_config_dir
 
     from proxlab.experiments.config import register_schemas
@@ -140,6 +141,8 @@ def test_apply_has_its_own_cache_key():
             for overrides in ([], ["refine.apply.mode=strict"], ["refine.apply.drop_ratio=0.2"]):
                 cfg = compose(config_name="config", overrides=[f"refine={variant}", *overrides])
                 keys.append({s.name: s.key for s in plan(cfg, REPO_ROOT / "artifacts")})
-        for other in keys[1:]:
+        strict, chunk_threshold = keys[1:]
+        for other in (strict, chunk_threshold):
             assert other["refine.generate_doc"] == keys[0]["refine.generate_doc"]
-            assert other[last] != keys[0][last]
+        assert strict[last] != keys[0][last]
+        assert (chunk_threshold[last] != keys[0][last]) == (last == "refine.apply_chunk")

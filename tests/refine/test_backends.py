@@ -12,7 +12,8 @@ import urllib.request
 
 import pytest
 
-from proxlab.refine.backends import make_backend, resolve_model
+from proxlab.models import resolve_model
+from proxlab.refine.backends import make_backend
 from proxlab.refine.backends.base import PROMPT_TOO_LONG, param_counts
 from proxlab.refine.prompts import render_doc_prompt
 from tiny_model import (VLLM_PYTHON, generate_config, make_spec, needs_vllm, read_programs, run_stage_subprocess,
@@ -94,7 +95,7 @@ def test_resolve_model_and_param_counts(tmp_path):
 
 
 def test_tiny_weights_are_deterministic():
-    from proxlab.refine.backends.models import tiny_llama_state
+    from proxlab.models.tiny_llama import tiny_llama_state
 
     a, b = tiny_llama_state(0), tiny_llama_state(0)
     assert all((a[k] == b[k]).all() for k in a)

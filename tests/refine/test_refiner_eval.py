@@ -43,3 +43,25 @@ def test_cli_with_a_model_and_rules(tmp_path, capsys):
     assert len((tmp_path / "outputs.jsonl").read_text().splitlines()) == 4
     with pytest.raises(SystemExit):
         refiner_eval.main(["--data", str(labelled(tmp_path)), "--rules", "dolma"])
+
+
+def test_proxlab_command_runs_refine_eval(tmp_path):
+    """`proxlab refine eval` / `proxlab refine-eval` reach the evaluator; a missing labels file fails naming it."""
+    import subprocess
+    import sys
+
+    from tiny_model import REPO
+
+    def proxlab(*args):
+        return subprocess.run([sys.executable, "-m", "proxlab.experiments.cli", *args], capture_output=True,
+                              text=True, timeout=120, cwd=REPO)
+
+    for words in (["refine", "eval"], ["refine-eval"]):
+        r = proxlab(*words, "--help")
+        assert r.returncode == 0, r.stderr
+        assert "proxlab refine eval" in r.stdout and "--rules" in r.stdout
+    missing = tmp_path / "no_such_labels.jsonl"
+    r = proxlab("refine", "eval", "--data", str(missing), "--rules", "c4")
+    assert r.returncode != 0
+    assert str(missing) in r.stderr and "Traceback" not in r.stderr
+    assert "refine eval" in proxlab("--help").stdout

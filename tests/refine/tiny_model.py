@@ -40,7 +40,7 @@ def web_texts(n: int, max_chars: int | None = None) -> list[str]:
 
 def build_tiny(directory: Path) -> Path:
     """The tiny random Llama of `proxlab:tiny-llama`, with a BPE trained on ~1 MB of web text (fast)."""
-    from proxlab.refine.backends.models import build_tiny_llama
+    from proxlab.models.tiny_llama import build_tiny_llama
 
     texts, total = [], 0
     for t in web_texts(400):

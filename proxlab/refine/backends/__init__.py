@@ -12,22 +12,26 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from proxlab.experiments.config import generate_settings
+from proxlab.models import resolve_model
 from proxlab.refine.backends.base import Backend, Generation
-from proxlab.refine.backends.models import resolve_model
 
 BACKENDS = ("hf", "vllm", "openai")
 
-__all__ = ["BACKENDS", "Backend", "Generation", "make_backend", "resolve_model"]
+__all__ = ["BACKENDS", "Backend", "Generation", "make_backend"]
 
 
 def make_backend(cfg: dict[str, Any], data_dir: str | None = None, cache_root: Path | None = None,
                  device: str | None = None) -> Backend:
-    """Build the backend `cfg["backend"]` for the model `cfg["model"]` (resolved by ``resolve_model``)."""
-    name = cfg.get("backend", "hf")
+    """Build the backend `cfg["backend"]` for the model `cfg["model"]` (resolved by ``proxlab.models.resolve_model``).
+
+    `cfg` is a GenerateConfig-shaped dict; settings it omits take the schema's defaults, unknown ones fail."""
+    cfg = generate_settings(cfg)
+    name = cfg["backend"]
     if name not in BACKENDS:
         raise ValueError(f"refine backend {name!r}: expected one of {BACKENDS}")
     model_path = resolve_model(cfg["model"], data_dir)
-    if cfg.get("tokenizer"):
+    if cfg["tokenizer"]:
         cfg = {**cfg, "tokenizer": resolve_model(cfg["tokenizer"], data_dir)}
     if name == "hf":
         from proxlab.refine.backends.hf import HFBackend

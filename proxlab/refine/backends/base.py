@@ -55,7 +55,9 @@ class BackendStats:
 
 
 class Backend:
-    """Base class. Subclasses set ``name``, ``tokenizer``, ``context_len`` and implement ``_generate``."""
+    """Base class. Subclasses set ``name``, ``tokenizer``, ``context_len`` and implement ``_generate``.
+
+    ``cfg`` holds every GenerateConfig setting (``make_backend`` fills the defaults)."""
 
     name = "base"
 
@@ -63,7 +65,7 @@ class Backend:
         self.model_path = model_path
         self.cfg = cfg
         self.tokenizer = None
-        self.context_len: int = int(cfg.get("max_model_len") or 0)
+        self.context_len: int = int(cfg["max_model_len"] or 0)
         self.stats = BackendStats()
 
     # -- to implement -------------------------------------------------------------------------------------------------

