@@ -73,8 +73,9 @@ class SlurmCluster:
         return [parse_record(line) for line in proc.stdout.splitlines() if line.strip()]
 
     def job(self, job_id: str) -> dict:
+        """The record of a job, or of one array task named `<array id>_<task id>`."""
         for record in self.records(job_id):
-            if record.get("JobId") == str(job_id):
+            if str(job_id) in (record.get("JobId"), f"{record.get('ArrayJobId')}_{record.get('ArrayTaskId')}"):
                 return record
         return {}
 

@@ -122,7 +122,7 @@ def test_scontrol_requeue_during_pretraining_resumes_to_the_same_result(slurm_cl
     root = tmp_path / "slurm"
     log = tmp_path / "job.out"
     job = slurm_cluster.sbatch("--nodes=2", "--ntasks-per-node=1", *CPU_OPTS, f"--output={log}", f"--error={log}",
-                               "slurm/run.sh", *COMMON, "logger=wandb", "logger.mode=offline", *_paths(root), cwd=REPO,
+                               "slurm/run.sh", *COMMON, "logger=wandb_offline", *_paths(root), cwd=REPO,
                                env=slurm_cluster.env(PROXLAB_PYTHON=str(PYTHON)))
     # Wait for the first complete pretraining checkpoint: artifacts/pretrain/<key>/step-NNNNNNNN/.
     deadline = time.monotonic() + 1500
