@@ -115,8 +115,10 @@ _proxlab_requeue() {
         return 1
     fi
     _proxlab_requeued=1
+    # Logged before the call: the requeue TERMs this shell, and bash runs the trap (which exits) as soon as
+    # scontrol returns, so a line after it may never be written.
+    proxlab_log "$why: requeueing job $SLURM_JOB_ID (restart $((restarts + 1)) will run the same command)"
     if scontrol requeue "$SLURM_JOB_ID"; then
-        proxlab_log "$why: requeued job $SLURM_JOB_ID (restart $((restarts + 1)) will run the same command)"
         return 0
     fi
     _proxlab_requeued=0

@@ -66,7 +66,7 @@ def test_run_sh_usr1_is_forwarded_and_the_job_requeued(slurm_cluster, workdir, f
     # Both ranks got USR1 first; a rank still in its handler when the other exits 3 may also see srun's
     # --kill-on-bad-exit SIGTERM, which is fine: it has already checkpointed.
     assert text.count("FAKE got ['SIGUSR1'") == 2, text
-    assert "requeued job" in text and text.count("FAKE done restart=1") == 2, text
+    assert "requeueing job" in text and text.count("FAKE done restart=1") == 2, text
 
 
 def test_run_sh_exit_3_requeues(slurm_cluster, workdir, fake_python):
@@ -76,7 +76,7 @@ def test_run_sh_exit_3_requeues(slurm_cluster, workdir, fake_python):
     record = slurm_cluster.wait(job, timeout=60)
     text = (workdir / "logs" / "slurm" / f"proxlab-{job}.out").read_text()
     assert record["JobState"] == "COMPLETED" and record["Restarts"] == "1", text
-    assert "step exit 3 (checkpointed, requeue requested): requeued" in text
+    assert "step exit 3 (checkpointed, requeue requested): requeueing job" in text
 
 
 def test_run_sh_failure_and_scancel_are_not_requeued(slurm_cluster, workdir, fake_python):
