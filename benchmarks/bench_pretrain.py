@@ -45,7 +45,7 @@ def prepare(work: Path) -> tuple[Path, Path]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from proxlab.experiments.spec import StageSpec, run_stage
+    from proxlab.core.stage import StageSpec, run_stage
     from proxlab.pretrain import tokenize, tokenizer
 
     docs = work / "docs"
@@ -57,24 +57,26 @@ def prepare(work: Path) -> tuple[Path, Path]:
     tok, data = work / "tokenizer", work / "data"
     run_stage(tokenizer.main, StageSpec("tokenizer", "bench", str(tok), {"kind": "train_bpe", "vocab_size": 4096,
                                                                          "train_docs": 600}, {"docs": str(docs)}))
-    run_stage(tokenize.main, StageSpec("tokenize", "bench", str(data), {"seq_len": SEQ, "workers": 1},
-                                       {"docs": str(docs), "tokenizer": str(tok)}))
+    run_stage(tokenize.main, StageSpec("tokenize", "bench", str(data), {"seq_len": SEQ},
+                                       {"docs": str(docs), "tokenizer": str(tok)},
+                                       runtime={"settings": {"workers": 1}}))
     return tok, data
 
 
 def run_proxlab(work: Path, tok: Path, data: Path, steps: int, compile_: bool, tag: str,
                 deterministic: bool = True) -> dict:
-    from proxlab.experiments.spec import StageSpec
+    from proxlab.core.stage import StageSpec
 
     out = work / f"proxlab-{tag}"
     train = {"recipe": "bench", "seq_len": SEQ, "global_batch_size": MICRO, "micro_batch_size": MICRO,
              "max_steps": steps, "lr": OPT["lr"], "min_lr": 3e-4, "warmup_steps": 5, "schedule": "cosine",
              "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.95, "eps": 1e-8, "grad_clip": 1.0,
              "precision": "32-true", "seed": 1234, "save_interval": 10 ** 9}
+    # As the orchestrator writes it: hashed TrainConfig fields in config, runtime ones in runtime["settings"].
+    settings = {"log_interval": LOG_EVERY, "compile": compile_, "deterministic": deterministic}
     spec = StageSpec("pretrain", tag, str(out), {"model": {"preset": "tiny"}, "train": train},
                      {"data": str(data), "tokenizer": str(tok)},
-                     runtime={"devices": 1, "num_nodes": 1, "accelerator": "cpu", "log_interval": LOG_EVERY,
-                              "compile": compile_, "deterministic": deterministic})
+                     runtime={"devices": 1, "num_nodes": 1, "accelerator": "cpu", "settings": settings})
     out.mkdir(parents=True)
     spec.save(out / "spec.json")
     t0 = time.perf_counter()
@@ -89,10 +91,11 @@ def run_proxlab(work: Path, tok: Path, data: Path, steps: int, compile_: bool, t
 def run_litgpt(work: Path, tok: Path, data: Path, steps: int, tag: str) -> dict:
     import yaml
 
+    from proxlab.core.config import ModelConfig
     from proxlab.pretrain.model import build_config
 
     out = work / f"litgpt-{tag}"
-    cfg = build_config({"preset": "tiny"}, tok)
+    cfg = build_config(ModelConfig(preset="tiny"), tok)  # the model the proxlab runs build
     config = {
         "model_name": cfg.name, "model_config": asdict(cfg), "out_dir": str(out), "precision": "32-true",
         "data": {"class_path": "litgpt.data.LitData",

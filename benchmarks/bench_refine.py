@@ -35,8 +35,8 @@ VLLM_PYTHON = REPO / ".venv-vllm" / "bin" / "python"
 
 
 def corpus(directory: Path, n: int) -> Path:
-    from proxlab.experiments.paths import data_dir
-    from proxlab.refine.shards import DOC_SCHEMA, shard_name, write_parquet
+    from proxlab.core.paths import data_dir
+    from proxlab.core.formats import DOC_SCHEMA, shard_name, write_parquet
 
     rows = []
     for name in ("openwebtext_1000.jsonl", "dolma_cc_2019_30_html_extracted_sample.jsonl"):
@@ -54,29 +54,37 @@ def corpus(directory: Path, n: int) -> Path:
 
 
 def stage_config(args, backend: str, batch_size: int) -> dict:
-    from proxlab.experiments.config import generate_settings
-
-    return generate_settings({
+    """The doc-level generate stage's spec.config (as the graph writes it: the level and GenerateConfig settings)."""
+    return {
         "level": "doc", "backend": backend, "model": MODEL, "tokenizer": None, "max_new_tokens": args.new_tokens,
         "max_prompt_tokens": args.prompt_tokens, "batch_size": batch_size, "dtype": args.dtype,
         "tensor_parallel_size": 1, "gpu_memory_utilization": 0.9, "enforce_eager": True, "endpoint": None,
-        "concurrency": 8, "max_retries": 3, "docs_per_shard": 100000, "threads": args.threads,
-        "chunk_tokens": 1500, "overlong_line": "own_chunk"})
+        "concurrency": 8, "max_retries": 3, "docs_per_call": 100000, "threads": args.threads,
+        "chunk_tokens": 1500, "overlong_line": "own_chunk"}
+
+
+def settings(cfg: dict):
+    """The typed GenerateConfig of a stage config."""
+    from proxlab.core.config import GenerateConfig, load
+
+    return load(GenerateConfig, {k: v for k, v in cfg.items() if k != "level"})
 
 
 def prompts_for(docs_dir: Path, cfg: dict, tokenizer) -> list[list[int]]:
     from proxlab.refine.generate import PromptBuilder
-    from proxlab.refine.shards import ShardStats, iter_docs
+    from proxlab.core.formats import iter_docs
+    from proxlab.core.sharding import ShardStats
 
-    rows, prompts = PromptBuilder(cfg, tokenizer).rows(list(iter_docs(docs_dir)), ShardStats())
+    builder = PromptBuilder(settings(cfg), cfg["level"], tokenizer)
+    rows, prompts = builder.rows(list(iter_docs(docs_dir)), ShardStats())
     return prompts
 
 
 def run_stage_timed(cfg: dict, docs_dir: Path, out: Path) -> dict:
     """Stage wall time minus model load, and its outputs."""
-    from proxlab.experiments.spec import StageSpec, run_stage
+    from proxlab.core.stage import StageSpec, run_stage
     from proxlab.refine import generate
-    from proxlab.refine.shards import read_docs
+    from proxlab.core.formats import read_docs
 
     spec = StageSpec(stage="refine.generate_doc", key="bench", out_dir=str(out), config=cfg,
                      inputs={"docs": str(docs_dir)}, logger={"backend": "none", "mode": "disabled"},
@@ -134,7 +142,7 @@ def bench_hf(args, docs_dir: Path, work: Path) -> dict:
     results = {}
     for label, bs in (("hf unbatched", 1), ("hf batched", args.batch_size)):
         cfg = stage_config(args, "hf", bs)
-        backend = make_backend(cfg, device="cpu")  # the bare model and tokenizer (loaded once, not timed)
+        backend = make_backend(settings(cfg), device="cpu")  # the bare model and tokenizer (loaded once, not timed)
         prompts = prompts_for(docs_dir, cfg, backend.tokenizer)
         bare, ours = [], []
         for rep in range(args.repeats):
@@ -163,7 +171,7 @@ def vllm_worker(args) -> None:
     if args.worker == "vllm-stage":
         r = run_stage_timed(cfg, docs_dir, work)
     else:
-        configure_cpu_env(cfg, REPO / ".cache")
+        configure_cpu_env(settings(cfg), REPO / ".cache")
         from vllm import LLM, SamplingParams
         from vllm.inputs import TokensPrompt
 

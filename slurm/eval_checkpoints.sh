@@ -13,7 +13,7 @@
 # logs/slurm/ first, so checkpoints written later do not shift the indices. For --submit, extra sbatch options come
 # from PROXLAB_SBATCH_ARGS (split on whitespace, e.g. "-p gpu -A acct") and PROXLAB_EVAL_PARALLEL=8 runs at most 8
 # tasks at once (--array=0-N%8).
-# Each task runs: <python> -m proxlab.experiments.cli evaluate model=<checkpoint> ARGS...
+# Each task runs: <python> -m proxlab.cli evaluate model=<checkpoint> ARGS...
 # Preemption/requeue: as slurm/run.sh (slurm/lib.sh).
 #
 #SBATCH --job-name=proxlab-eval
@@ -30,7 +30,7 @@
 set -euo pipefail
 
 # --- how one checkpoint is evaluated (to be settled with the CLI) ---------------------------------------------------
-EVAL_CMD=(-m proxlab.experiments.cli evaluate)
+EVAL_CMD=(-m proxlab.cli evaluate)
 EVAL_MODEL_KEY=${PROXLAB_EVAL_MODEL_KEY:-model}
 # -------------------------------------------------------------------------------------------------------------------
 

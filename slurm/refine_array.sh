@@ -72,5 +72,5 @@ proxlab_log "refine shard $rank of $num_shards"
 proxlab_setup_env
 shard_args=("$SHARD_RANK_KEY=$rank")
 [[ -n $explicit_arg ]] || shard_args+=("$NUM_SHARDS_KEY=$num_shards")
-proxlab_launch "$PROXLAB_PY" -m proxlab.experiments.run "$@" cluster=slurm cluster.num_nodes=1 cluster.devices=1 \
+proxlab_launch "$PROXLAB_PY" -m proxlab.runner.run "$@" cluster=slurm cluster.num_nodes=1 cluster.devices=1 \
     "${STAGE_ARGS[@]}" "${shard_args[@]}"

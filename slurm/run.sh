@@ -7,7 +7,7 @@
 #   sbatch --nodes=2 --ntasks-per-node=1 --gpus-per-node=0 --cpus-per-task=2 slurm/run.sh exp=smoke   # CPU test
 #
 # Options on the sbatch command line override the #SBATCH defaults; arguments after the script are Hydra overrides.
-# Every task runs: <python> -m proxlab.experiments.run ARGS... cluster=slurm cluster.num_nodes=$SLURM_NNODES \
+# Every task runs: <python> -m proxlab.runner.run ARGS... cluster=slurm cluster.num_nodes=$SLURM_NNODES \
 #                  cluster.devices=<tasks per node>
 # so Fabric's SLURM detection sees --nodes = num_nodes and --ntasks-per-node = devices (keep GPUs per node equal to
 # tasks per node). `cluster=slurm` is added only when ARGS select no cluster config of their own.
@@ -69,4 +69,4 @@ done
 ((have_cluster)) || cluster_args+=(cluster=slurm)
 cluster_args+=("cluster.num_nodes=$nnodes" "cluster.devices=$per_node")
 
-proxlab_launch "$PROXLAB_PY" -m proxlab.experiments.run "${args[@]}" "${cluster_args[@]}"
+proxlab_launch "$PROXLAB_PY" -m proxlab.runner.run "${args[@]}" "${cluster_args[@]}"

@@ -8,15 +8,17 @@ Results format (one checkpoint)::
 
     {"suite", "checkpoint", "step", "model", "num_fewshot", "limit", "metric",
      "tasks": {task: {"acc", "acc_norm" (None if the task has none), "n", "chance", "metric"}},
-     "average": unweighted mean over tasks of each task's reported metric,
+     "avg": unweighted mean over tasks of each task's reported metric,
      "skipped": {task: [missing files]}, "subtasks": {"mmlu": {subject: {...}}}, "runtime_s"}
 
 Accuracies are fractions in [0, 1]; ``chance`` is the expected accuracy of a uniform guess (mean of 1/#choices over
 the scored docs; 0 for free-form math answers).
 
-``suite_cfg`` takes the ``EvalConfig`` keys (suite, tasks, limit, num_fewshot, batch_size, seed, checkpoints,
-on_missing_task, model; ``tasks`` empty/None = the whole suite) plus optional ``task_limits`` ({task: n}, e.g. a
-smaller limit per MMLU subject), ``max_gen_toks`` (override generation length) and ``hf_impl`` (``shared`` | ``hflm``).
+``suite_cfg`` / ``cfg`` is an ``EvalConfig`` (``proxlab.core.config``) or a mapping of its fields, loaded through the
+schema: a key it omits takes the schema's default, a key the schema does not name fails. ``tasks`` empty = the whole
+suite; ``task_limits`` ({task: n}) e.g. a smaller limit per MMLU subject; ``max_gen_toks`` overrides generation
+length. How a Hugging Face model is run (``hf_impl``: ``shared`` | ``hflm``) is a parameter of ``make_lm`` and
+``evaluate_model``, not an eval setting.
 """
 
 from __future__ import annotations
@@ -26,15 +28,14 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
-from proxlab.evaluate.data import resolve_data_dir
-from proxlab.evaluate.suites import SuiteDef, TaskDef, check_data, get_suite, resolve_tasks
+from proxlab.core.config import EvalConfig, load
+from proxlab.evaluate.tasks.data import resolve_data_dir
+from proxlab.evaluate.tasks.suites import SuiteDef, TaskDef, check_data, get_suite, resolve_tasks
 
 log = logging.getLogger(__name__)
 
-DEFAULTS: dict[str, Any] = {"suite": "tiny_mc", "tasks": None, "limit": None, "num_fewshot": None, "batch_size": 16,
-                            "seed": 1234, "checkpoints": "final", "on_missing_task": "error", "model": None}
 SMOLLM2_ALIASES = ("smollm2", "smollm2-135m-instruct", "SmolLM2-135M-Instruct", "HuggingFaceTB/SmolLM2-135M-Instruct")
 
 
@@ -44,18 +45,19 @@ def set_offline_env() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def normalize_cfg(cfg: dict[str, Any] | None) -> dict[str, Any]:
-    out = {**DEFAULTS, **dict(cfg or {})}
-    if out["limit"] is not None:
-        out["limit"] = int(out["limit"])
-    return out
+def eval_config(cfg: EvalConfig | Mapping[str, Any] | None) -> EvalConfig:
+    """The typed eval config: an ``EvalConfig`` as is; a mapping (a composed ``eval`` section, a test's dict) through
+    the schema, whose defaults fill what it omits."""
+    if isinstance(cfg, EvalConfig):
+        return cfg
+    return load(EvalConfig, dict(cfg or {}), where="eval")
 
 
 # -- models -------------------------------------------------------------------------------------------------------------
 
 def resolve_model_path(model: str | Path) -> tuple[str, str]:
     """(kind, location): kind is ``litgpt`` or ``hf``."""
-    from proxlab.evaluate.litgpt_lm import is_litgpt_checkpoint
+    from proxlab.evaluate.lms.litgpt import is_litgpt_checkpoint
 
     s = str(model)
     if s in SMOLLM2_ALIASES:
@@ -93,13 +95,13 @@ def make_lm(model: str | Path, batch_size: int = 16, device: str = "cpu", dtype:
     configure_threads()
     kind, loc = resolve_model_path(model)
     if kind == "litgpt":
-        from proxlab.evaluate.litgpt_lm import LitGPTLM
+        from proxlab.evaluate.lms.litgpt import LitGPTLM
 
         kw = {"max_gen_toks": max_gen_toks} if max_gen_toks else {}
         return LitGPTLM(loc, batch_size=int(batch_size), device=device, dtype=dtype, **kw)
     from lm_eval.models.huggingface import HFLM
 
-    from proxlab.evaluate.hf_lm import SharedContextHFLM
+    from proxlab.evaluate.lms.hf import SharedContextHFLM
 
     if hf_impl not in ("shared", "hflm"):
         raise ValueError(f"hf_impl must be 'shared' or 'hflm', got {hf_impl!r}")
@@ -113,7 +115,7 @@ def make_lm(model: str | Path, batch_size: int = 16, device: str = "cpu", dtype:
 
 def _chance(task: TaskDef, samples: list[dict[str, Any]]) -> float:
     if task.kind == "gen":
-        from proxlab.evaluate.math_tasks import chance
+        from proxlab.evaluate.tasks.math_docs import chance
 
         return chance(task.name)
     if not samples:
@@ -131,7 +133,7 @@ def _sample_record(sample: dict[str, Any], task: TaskDef) -> dict[str, Any]:
     rec: dict[str, Any] = {"doc_id": sample.get("doc_id"), "doc_index": doc.get("doc_index")}
     args = sample.get("arguments") or []
     if task.kind == "gen":
-        from proxlab.evaluate.math_tasks import score_generation
+        from proxlab.evaluate.tasks.math_docs import score_generation
 
         generation = (sample.get("filtered_resps") or [""])[0]
         pred, correct = score_generation(generation, doc)
@@ -159,84 +161,108 @@ def write_samples(samples: dict[str, list[dict[str, Any]]], tasks: list[TaskDef]
     return total
 
 
-def run_suite(lm, cfg: dict[str, Any], data_dir: str | Path | None = None, samples_dir: Path | None = None,
-              checkpoint: str = "final", step: int | None = None, model_name: str | None = None) -> dict[str, Any]:
-    """Evaluate ``lm`` on the suite described by ``cfg`` (EvalConfig keys); returns the results dict."""
-    import lm_eval
-    from lm_eval.tasks import TaskManager
-
-    set_offline_env()
-    cfg = normalize_cfg(cfg)
-    t0 = time.perf_counter()
-    suite: SuiteDef = get_suite(cfg["suite"])
-    data_root = resolve_data_dir(data_dir)
-    wanted = resolve_tasks(suite, cfg["tasks"])
-    tasks, skipped = check_data(suite, wanted, data_root, cfg["on_missing_task"])
+def select_tasks(suite: SuiteDef, cfg: EvalConfig, data_root: Path) -> tuple[list[TaskDef], dict[str, list[str]]]:
+    """The suite's tasks ``cfg`` asks for whose data is present, and the skipped ones with their missing files."""
+    tasks, skipped = check_data(suite, resolve_tasks(suite, cfg.tasks), data_root, cfg.on_missing_task)
     for name, files in skipped.items():
         log.warning("eval suite %s: skipping task %s, data missing: %s", suite.name, name, ", ".join(files))
     if not tasks:
         raise RuntimeError(f"suite {suite.name!r}: no task left to run (skipped: {sorted(skipped)})")
-    tm = TaskManager(include_path=str(suite.include_path), include_defaults=False,
-                     metadata={"data_dir": str(data_root)})
-    seed = int(cfg["seed"])
-    task_limits = dict(cfg.get("task_limits") or {})
-    gen_kwargs = {"max_gen_toks": int(cfg["max_gen_toks"])} if cfg.get("max_gen_toks") else None
+    return tasks, skipped
+
+
+def _limit_groups(tasks: list[TaskDef], cfg: EvalConfig) -> dict[Any, list[str]]:
+    """lm-eval task names grouped by their sample limit (``task_limits`` over ``limit``): one lm-eval call per group."""
+    task_limits = cfg.task_limits or {}
     groups: dict[Any, list[str]] = {}
     for t in tasks:
-        groups.setdefault(task_limits.get(t.name, cfg["limit"]), []).extend(t.lm_tasks)
+        groups.setdefault(task_limits.get(t.name, cfg.limit), []).extend(t.lm_tasks)
+    return groups
+
+
+def run_lm_eval(lm, suite: SuiteDef, tasks: list[TaskDef], cfg: EvalConfig, data_root: Path) -> dict[str, Any] | None:
+    """lm-eval's ``results``, ``n-samples`` and ``samples`` for ``tasks``, merged over the limit groups; None on the
+    non-zero ranks of lm-eval's own distribution."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    tm = TaskManager(include_path=str(suite.include_path), include_defaults=False,
+                     metadata={"data_dir": str(data_root)})
+    seed = cfg.seed
+    gen_kwargs = {"max_gen_toks": int(cfg.max_gen_toks)} if cfg.max_gen_toks else None
     out: dict[str, Any] = {"results": {}, "n-samples": {}, "samples": {}}
-    for limit, names in groups.items():
+    for limit, names in _limit_groups(tasks, cfg).items():
         part = lm_eval.simple_evaluate(
-            model=lm, tasks=names, num_fewshot=cfg["num_fewshot"], limit=limit, log_samples=True,
+            model=lm, tasks=names, num_fewshot=cfg.num_fewshot, limit=limit, log_samples=True,
             task_manager=tm, bootstrap_iters=0, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
             fewshot_random_seed=seed, apply_chat_template=False, fewshot_as_multiturn=False, gen_kwargs=gen_kwargs)
-        if part is None:  # non-zero ranks under lm-eval's own distribution
-            return {}
+        if part is None:
+            return None
         for key in out:
             out[key].update(part.get(key, {}))
-    samples = out["samples"]
+    return out
+
+
+def _task_entry(task: TaskDef, suite: SuiteDef, out: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """One task's results entry, and its per-subtask entries when it has several lm-eval tasks (MMLU)."""
+    parts = {}
+    for lm_task in task.lm_tasks:
+        res = out["results"][lm_task]
+        parts[lm_task] = {"acc": _metric(res, "acc"), "acc_norm": _metric(res, "acc_norm"),
+                          "n": int(out["n-samples"][lm_task]["effective"]),
+                          "chance": _chance(task, out["samples"].get(lm_task, []))}
+    subtasks = None
+    if len(parts) == 1:
+        entry = dict(next(iter(parts.values())))
+    else:  # MMLU: unweighted mean over subjects (lighteval's mmlu:_average)
+        def _mean(key: str) -> float | None:
+            vals = [p[key] for p in parts.values()]
+            return None if any(v is None for v in vals) else float(sum(vals) / len(vals))
+
+        entry = {"acc": _mean("acc"), "acc_norm": _mean("acc_norm"), "n": sum(p["n"] for p in parts.values()),
+                 "chance": _mean("chance")}
+        subtasks = {k.replace(f"{suite.task_dir}_{task.name}_", ""): v for k, v in parts.items()}
+    entry["metric"] = task.metric
+    return entry, subtasks
+
+
+def suite_metric(suite: SuiteDef) -> str:
+    """The metric a suite reports, as written in its results."""
+    if suite.name in ("general", "tiny_mc"):
+        return "acc_norm"
+    return "acc" if suite.name == "math" else "acc_norm|acc"
+
+
+def run_suite(lm, cfg: EvalConfig | Mapping[str, Any], data_dir: str | Path | None = None,
+              samples_dir: Path | None = None, checkpoint: str = "final", step: int | None = None,
+              model_name: str | None = None) -> dict[str, Any]:
+    """Evaluate ``lm`` on the suite ``cfg`` describes (an ``EvalConfig`` or a mapping of its fields); returns the
+    results dict (empty on the non-zero ranks of lm-eval's own distribution)."""
+    set_offline_env()
+    cfg = eval_config(cfg)
+    t0 = time.perf_counter()
+    suite = get_suite(cfg.suite)
+    data_root = resolve_data_dir(data_dir)
+    tasks, skipped = select_tasks(suite, cfg, data_root)
+    out = run_lm_eval(lm, suite, tasks, cfg, data_root)
+    if out is None:
+        return {}
     per_task: dict[str, Any] = {}
     subtasks: dict[str, Any] = {}
     for t in tasks:
-        parts = {}
-        for lm_task in t.lm_tasks:
-            res = out["results"][lm_task]
-            n = int(out["n-samples"][lm_task]["effective"])
-            parts[lm_task] = {"acc": _metric(res, "acc"), "acc_norm": _metric(res, "acc_norm"), "n": n,
-                              "chance": _chance(t, samples.get(lm_task, []))}
-        if len(parts) == 1:
-            entry = dict(next(iter(parts.values())))
-        else:  # MMLU: unweighted mean over subjects (lighteval's mmlu:_average)
-            def _mean(key: str) -> float | None:
-                vals = [p[key] for p in parts.values()]
-                return None if any(v is None for v in vals) else float(sum(vals) / len(vals))
-
-            entry = {"acc": _mean("acc"), "acc_norm": _mean("acc_norm"), "n": sum(p["n"] for p in parts.values()),
-                     "chance": _mean("chance")}
-            subtasks[t.name] = {k.replace(f"{suite.task_dir}_{t.name}_", ""): v for k, v in parts.items()}
-        entry["metric"] = t.metric
-        per_task[t.name] = entry
+        per_task[t.name], subs = _task_entry(t, suite, out)
+        if subs is not None:
+            subtasks[t.name] = subs
     reported = [e[e["metric"]] for e in per_task.values()]
     results = {
-        "suite": suite.name,
-        "checkpoint": checkpoint,
-        "step": step,
-        "model": model_name,
-        "num_fewshot": cfg["num_fewshot"],
-        "limit": cfg["limit"],
-        "task_limits": task_limits,
-        "seed": seed,
-        "metric": "acc_norm" if suite.name in ("general", "tiny_mc") else ("acc" if suite.name == "math"
-                                                                            else "acc_norm|acc"),
-        "tasks": per_task,
-        "average": float(sum(reported) / len(reported)),
-        "skipped": skipped,
-        "subtasks": subtasks,
-        "data_dir": str(data_root),
+        "suite": suite.name, "checkpoint": checkpoint, "step": step, "model": model_name,
+        "num_fewshot": cfg.num_fewshot, "limit": cfg.limit, "task_limits": dict(cfg.task_limits or {}), "seed": cfg.seed,
+        "metric": suite_metric(suite), "tasks": per_task, "avg": float(sum(reported) / len(reported)),
+        "skipped": skipped, "subtasks": subtasks, "data_dir": str(data_root),
     }
     if samples_dir is not None:
         results["samples_dir"] = str(samples_dir)
-        results["n_samples"] = write_samples(samples, tasks, Path(samples_dir))
+        results["n_samples"] = write_samples(out["samples"], tasks, Path(samples_dir))
     else:
         results["n_samples"] = sum(e["n"] for e in per_task.values())
     results["runtime_s"] = round(time.perf_counter() - t0, 2)
@@ -244,13 +270,13 @@ def run_suite(lm, cfg: dict[str, Any], data_dir: str | Path | None = None, sampl
 
 
 def results_table(results: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
-    """Rows for a W&B / console table: one per task plus the average."""
+    """Rows for a W&B / console table: one per task plus the average (task ``avg``)."""
     cols = ["checkpoint", "step", "task", "metric", "value", "acc", "acc_norm", "n", "chance"]
     rows = []
     for name, e in results["tasks"].items():
         rows.append([results["checkpoint"], results["step"], name, e["metric"], e[e["metric"]], e["acc"],
                      e["acc_norm"], e["n"], e["chance"]])
-    rows.append([results["checkpoint"], results["step"], "average", results["metric"], results["average"], None, None,
+    rows.append([results["checkpoint"], results["step"], "avg", results["metric"], results["avg"], None, None,
                  sum(e["n"] for e in results["tasks"].values()), None])
     return cols, rows
 
@@ -263,24 +289,26 @@ def format_table(results: dict[str, Any]) -> str:
         an = "-" if e["acc_norm"] is None else f"{e['acc_norm']:.4f}"
         lines.append(f"{name:<16}{e['metric']:<10}{e[e['metric']]:>8.4f}{e['chance']:>8.4f}{e['acc']:>8.4f}"
                      f"{an:>10}{e['n']:>7}")
-    lines.append(f"{'average':<16}{results['metric']:<10}{results['average']:>8.4f}")
+    lines.append(f"{'avg':<16}{results['metric']:<10}{results['avg']:>8.4f}")
     return "\n".join(lines)
 
 
-def evaluate_model(model: str, suite_cfg: dict[str, Any], out_dir: Path, data_dir: Path | None = None,
-                   device: str = "cpu", dtype: str = "float32") -> dict[str, Any]:
+def evaluate_model(model: str, suite_cfg: EvalConfig | Mapping[str, Any], out_dir: Path,
+                   data_dir: Path | None = None, device: str = "cpu", dtype: str = "float32",
+                   hf_impl: str = "shared") -> dict[str, Any]:
     """Evaluate one model (LitGPT checkpoint, HF dir/id, or ``smollm2``) on a suite; writes
-    ``<out_dir>/results.json`` and ``<out_dir>/samples/<task>.jsonl``; returns the results dict."""
-    from proxlab.experiments.spec import atomic_write_text
+    ``<out_dir>/results.json`` and ``<out_dir>/samples/<task>.jsonl``; returns the results dict. ``hf_impl``: how a
+    Hugging Face model is run (see ``make_lm``)."""
+    from proxlab.core.stage import atomic_write_text
 
-    cfg = normalize_cfg(suite_cfg)
+    cfg = eval_config(suite_cfg)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     kind, loc = resolve_model_path(model)
-    lm = make_lm(model, batch_size=cfg["batch_size"], device=device, dtype=dtype, hf_impl=cfg.get("hf_impl", "shared"))
+    lm = make_lm(model, batch_size=cfg.batch_size, device=device, dtype=dtype, hf_impl=hf_impl)
     step = None
     if kind == "litgpt":
-        from proxlab.evaluate.litgpt_lm import checkpoint_step
+        from proxlab.evaluate.lms.litgpt import checkpoint_step
 
         step = checkpoint_step(lm.checkpoint_dir, lm.meta)
     results = run_suite(lm, cfg, data_dir, samples_dir=out_dir / "samples", checkpoint="final", step=step,

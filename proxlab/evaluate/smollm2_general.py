@@ -31,17 +31,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="default <repo>/.cache/eval/smollm2_general")
     args = ap.parse_args(argv)
 
+    from proxlab.core.paths import REPO_ROOT
     from proxlab.evaluate.runner import configure_threads, evaluate_model, format_table
-    from proxlab.experiments.paths import REPO_ROOT
+    from proxlab.evaluate.tasks.suites import get_suite
     from proxlab.models.smollm2 import ensure_smollm2
 
     configure_threads(args.threads)
     out = Path(args.out) if args.out else REPO_ROOT / ".cache" / "eval" / "smollm2_general"
     t0 = time.perf_counter()
     model_dir = ensure_smollm2()
-    cfg = {"suite": "general", "limit": args.limit, "task_limits": {"mmlu": args.mmlu_limit},
-           "batch_size": args.batch_size, "seed": 1234, "hf_impl": args.hf_impl}
-    res = evaluate_model(str(model_dir), cfg, out, data_dir=args.data_dir, dtype=args.dtype)
+    cfg = {"suite": "general", "tasks": list(get_suite("general").tasks), "limit": args.limit,
+           "task_limits": {"mmlu": args.mmlu_limit}, "batch_size": args.batch_size, "seed": 1234}
+    res = evaluate_model(str(model_dir), cfg, out, data_dir=args.data_dir, dtype=args.dtype, hf_impl=args.hf_impl)
     wall = time.perf_counter() - t0
     print(format_table(res))
     print(f"wall time {wall:.0f} s (lm-eval {res['runtime_s']:.0f} s); results in {out / 'results.json'}")

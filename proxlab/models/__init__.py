@@ -8,7 +8,7 @@
 
 * an absolute or existing local path: used as is;
 * ``proxlab:tiny-llama``, ``proxlab:smollm2-135m-instruct``: the local models above, built on first use into
-  ``proxlab.experiments.paths.models_cache_dir()`` ($PROXLAB_CACHE_DIR/models, else <repo>/.cache/models);
+  ``proxlab.core.paths.models_cache_dir()`` ($PROXLAB_CACHE_DIR/models, else <repo>/.cache/models);
 * anything else: a Hugging Face id (the released refiners ``gair-prox/web-doc-refining-lm`` ...), resolved by
   transformers / vLLM from the local HF cache or the hub.
 
@@ -24,7 +24,9 @@ SCHEME = "proxlab:"
 TINY_LLAMA = "tiny-llama"
 SMOLLM2 = "smollm2-135m-instruct"
 
-__all__ = ["SCHEME", "SMOLLM2", "TINY_LLAMA", "resolve_model"]
+LOCAL_MODELS = (TINY_LLAMA, SMOLLM2)
+
+__all__ = ["LOCAL_MODELS", "SCHEME", "SMOLLM2", "TINY_LLAMA", "resolve_model"]
 
 
 def resolve_model(name: str, data_dir: str | os.PathLike | None = None) -> str:

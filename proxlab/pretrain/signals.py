@@ -1,6 +1,6 @@
 """Preemption: SIGUSR1/SIGTERM set a flag; at the next optimizer-step boundary every rank learns whether any rank got
 one (one all-reduce of a single number), all ranks save a checkpoint at that step, and the stage exits with
-`EXIT_REQUEUE` so an orchestrator (proxlab.experiments.launcher, Slurm `--requeue`) can start it again; the restart
+`EXIT_REQUEUE` so an orchestrator (proxlab.runner.launcher, Slurm `--requeue`) can start it again; the restart
 resumes from that checkpoint.
 """
 
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import signal
 
-EXIT_REQUEUE = 3  # the same code as proxlab.experiments.launcher.EXIT_REQUEUE
 SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
 
 

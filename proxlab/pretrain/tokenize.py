@@ -2,7 +2,8 @@
 
     python -m proxlab.pretrain.tokenize --spec spec.json
 
-spec.config {seq_len, workers}; inputs "docs" (directory of `docs-*.parquet`) and "tokenizer" (a tokenizer stage dir).
+spec.config {seq_len}; spec.runtime["settings"] {workers} (unhashed, default 1); inputs "docs" (directory of
+`docs-*.parquet`) and "tokenizer" (a tokenizer stage dir).
 Per document: no BOS, append EOS (reference code `train/data_tokenize/prepare_web.py`); documents are concatenated
 in corpus order and read back as fixed `seq_len + 1` windows by `TokensLoader(block_size=seq_len + 1)`, with no
 cross-document masking. The last 2% of documents (at least one, when there are two or more) form `<out>/val`, the rest
@@ -11,6 +12,9 @@ cross-document masking. The last 2% of documents (at least one, when there are t
 Resumable: each split is written into `<out>/.tmp-<split>` and renamed to `<out>/<split>` only when complete, so a
 killed run leaves no partial split behind and a rerun rebuilds only what is missing, giving the same bytes.
 `<out>/tokens.json` records {docs, tokens, train_tokens, val_tokens, windows}.
+
+Worker count: `workers` processes tokenize row-group slices ahead of ONE litdata writer that packs them in corpus
+order, so the output is byte-identical for any worker count (that of workers=1) and the count stays out of the key.
 """
 
 from __future__ import annotations
@@ -18,11 +22,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from functools import partial
 from pathlib import Path
 from typing import Any, Iterator
 
-from proxlab.experiments.spec import StageResult, StageSpec, atomic_write_text, stage_cli
+from proxlab.core.stage import StageResult, StageSpec, atomic_write_text, stage_cli
 
 VAL_FRACTION = 0.02
 ITEM_DOCS = 256  # documents per yielded token array
@@ -80,16 +83,66 @@ def encode_docs(texts: list[str], tokenizer_dir: str):
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
 
 
-def tokenize_item(item: tuple[str, int, int, int], tokenizer_dir: str) -> Iterator[Any]:
-    """litdata `optimize` fn: read one row-group slice, yield token tensors of up to ITEM_DOCS documents."""
+def tokenize_piece(item: tuple[str, int, int, int], tokenizer_dir: str) -> list[Any]:
+    """Read one row-group slice; its tokens as int32 arrays of up to ITEM_DOCS documents each (numpy, not torch, so a
+    tokenizing process never imports torch and the arrays pickle cheaply back to the writer)."""
     import pyarrow.parquet as pq
-    import torch
 
     path, rg, lo, hi = item
     texts = pq.ParquetFile(path).read_row_group(rg, columns=["text"]).column(0).to_pylist()[lo:hi]
     texts = [t or "" for t in texts]
-    for s in range(0, len(texts), ITEM_DOCS):
-        yield torch.from_numpy(encode_docs(texts[s: s + ITEM_DOCS], tokenizer_dir))
+    return [encode_docs(texts[s: s + ITEM_DOCS], tokenizer_dir) for s in range(0, len(texts), ITEM_DOCS)]
+
+
+def ordered_tokens(items: list, tokenizer_dir: str, workers: int, start_method: str) -> Iterator[list[Any]]:
+    """`tokenize_piece` of each item, in item order. With workers > 1 a process pool tokenizes ahead of the
+    consumer, at most 2 * workers pieces ahead, so memory stays bounded however large the split is."""
+    if workers <= 1:
+        for item in items:
+            yield tokenize_piece(item, tokenizer_dir)
+        return
+    import multiprocessing as mp
+    from collections import deque
+
+    # leaving the `with` terminates the pool, also when the consumer fails or stops early
+    with mp.get_context(start_method).Pool(workers) as pool:
+        pending: deque = deque()
+        for item in items:
+            pending.append(pool.apply_async(tokenize_piece, (item, tokenizer_dir)))
+            if len(pending) > 2 * workers:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+
+class SingleWriter:
+    """litdata `optimize` fn for ONE litdata worker: yields each piece's token tensors in corpus order, taken from
+    `ordered_tokens` (so tokenizing still runs on `workers` processes). One writer packs the same tensor sequence into
+    the same chunks whatever the worker count; litdata workers would each pack their own share into their own chunks,
+    moving chunk boundaries (hence windows and bytes) with the worker count."""
+
+    def __init__(self, items: list, tokenizer_dir: str, workers: int, start_method: str):
+        self.items, self.tokenizer_dir, self.workers, self.start_method = items, tokenizer_dir, workers, start_method
+        self._stream: Iterator[list[Any]] | None = None
+        self._next = 0
+
+    def __getstate__(self) -> dict:  # a spawned litdata worker gets the plan, not a live generator
+        return {**self.__dict__, "_stream": None, "_next": 0}
+
+    def __call__(self, piece: tuple[int, tuple]) -> Iterator[Any]:
+        import torch
+
+        pos, item = piece
+        if pos != self._next:  # the stream is in item order: litdata must hand us the pieces in that order too
+            raise RuntimeError(f"tokenize: piece {pos} {item} arrived where piece {self._next} was expected")
+        if self._stream is None:
+            self._stream = ordered_tokens(self.items, self.tokenizer_dir, self.workers, self.start_method)
+        self._next += 1
+        arrays = next(self._stream)
+        if self._next == len(self.items):  # the last piece: stop the tokenizing pool now, not at process exit
+            self._stream.close()
+        for tokens in arrays:
+            yield torch.from_numpy(tokens)
 
 
 def chunk_stats(split_dir: Path, block_size: int) -> dict[str, int]:
@@ -102,7 +155,8 @@ def chunk_stats(split_dir: Path, block_size: int) -> dict[str, int]:
 
 def build_split(items: list, out: Path, split: str, tokenizer_dir: Path, block_size: int, workers: int,
                 start_method: str = "fork") -> None:
-    """Write one split with litdata.optimize into a temporary dir, then rename it into place."""
+    """Write one split with litdata.optimize into a temporary dir, then rename it into place. Always one litdata
+    worker (the single writer), so the bytes are those of workers=1 for any `workers`; `workers` processes tokenize."""
     from litdata import optimize
     from litdata.streaming.item_loader import TokensLoader
 
@@ -114,14 +168,16 @@ def build_split(items: list, out: Path, split: str, tokenizer_dir: Path, block_s
     os.environ["DATA_OPTIMIZER_CACHE_FOLDER"] = str(cache / "chunks")
     os.environ["DATA_OPTIMIZER_DATA_CACHE_FOLDER"] = str(cache / "data")
     tmp.mkdir(parents=True)
-    print(f"[proxlab] tokenize: {split}: {len(items)} pieces, {workers} worker(s) -> {final}", flush=True)
+    workers = max(1, min(workers, len(items)))
+    print(f"[proxlab] tokenize: {split}: {len(items)} pieces, {workers} tokenizing process(es), one writer -> {final}",
+          flush=True)
     optimize(
-        fn=partial(tokenize_item, tokenizer_dir=str(tokenizer_dir)),
-        inputs=items,
+        fn=SingleWriter(items, str(tokenizer_dir), workers, start_method),
+        inputs=list(enumerate(items)),  # (position, piece): the writer checks it gets them in corpus order
         output_dir=str(tmp),
         chunk_size=block_size * 1024,  # tokens per chunk: 1024 windows
         item_loader=TokensLoader(block_size=block_size),
-        num_workers=max(1, min(workers, len(items))),
+        num_workers=1,
         reorder_files=False,  # keep corpus order: the same inputs give the same bytes
         start_method=start_method,
     )
@@ -130,19 +186,21 @@ def build_split(items: list, out: Path, split: str, tokenizer_dir: Path, block_s
 
 
 def main(spec: StageSpec) -> StageResult:
-    from proxlab.pretrain.docs import count_docs, doc_files
+    from proxlab.core.formats import corpus_shards, count_rows
 
-    if "seq_len" not in spec.config:
-        raise KeyError("tokenize: spec.config needs 'seq_len' (train.seq_len)")
-    block_size = int(spec.config["seq_len"]) + 1
-    workers = int(spec.config.get("workers") or 1)
+    if set(spec.config) != {"seq_len"}:
+        raise KeyError(f"tokenize: spec.config is {{'seq_len': train.seq_len}}, got keys {sorted(spec.config)} (the "
+                       "worker count goes in spec.runtime['settings']['workers'])")
+    block_size = spec.config["seq_len"] + 1
+    workers = (spec.runtime.get("settings") or {}).get("workers", 1)
     tokenizer_dir = spec.input("tokenizer")
     if not (tokenizer_dir / "tokenizer.json").is_file():
         raise FileNotFoundError(f"input 'tokenizer': no tokenizer.json in {tokenizer_dir}")
-    files = doc_files(spec.input("docs"))
-    n_docs = count_docs(files)
+    files = corpus_shards(spec.input("docs"))
+    n_docs = count_rows(spec.input("docs"))
     ranges = split_ranges(n_docs)
-    # fork starts litdata's workers in ~0.1 s instead of ~10 s (spawn re-imports torch); the output is the same.
+    # fork starts litdata's writer and the tokenizing processes in ~0.1 s instead of ~10 s (spawn re-imports torch);
+    # the output is the same.
     start_method = spec.runtime.get("mp_start") or os.environ.get("PROXLAB_MP_START") or "fork"
     out = spec.out
     out.mkdir(parents=True, exist_ok=True)

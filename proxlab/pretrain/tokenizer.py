@@ -2,9 +2,9 @@
 
     python -m proxlab.pretrain.tokenizer --spec spec.json
 
-spec.config is a TokenizerConfig dict {kind, path, vocab_size, train_docs}; input "docs" is a directory of
-`docs-*.parquet`. The output directory is a LitGPT `tokenizer_dir` and loads with HF `AutoTokenizer`:
-`tokenizer.json` + `tokenizer_config.json` (tokenizer_class, bos_token, eos_token, add_bos_token).
+spec.config is a TokenizerConfig dict {kind, path, vocab_size, train_docs} (typed with the schema's defaults); input
+"docs" is a directory of `docs-*.parquet`. The output directory is a LitGPT `tokenizer_dir` and loads with HF
+`AutoTokenizer`: `tokenizer.json` + `tokenizer_config.json` (tokenizer_class, bos_token, eos_token, add_bos_token).
 
 - kind=train_bpe: byte-level BPE (`tokenizers`) on the first `train_docs` documents in corpus order, with special tokens
   <s> (bos, id 0) </s> (eos, id 1) <unk> <pad>. The post-processor prepends <s>, so HF and LitGPT agree on BOS; the
@@ -21,19 +21,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from proxlab.experiments.spec import StageResult, StageSpec, atomic_write_text, stage_cli
+from proxlab.core.config import TokenizerConfig, load
+from proxlab.core.paths import data_dir
+from proxlab.core.stage import StageResult, StageSpec, atomic_write_text, stage_cli
 
 SPECIALS = ("<s>", "</s>", "<unk>", "<pad>")
 COPY_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
               "generation_config.json")
-
-
-def data_dir(runtime: dict[str, Any]) -> Path:
-    if runtime.get("data_dir"):
-        return Path(runtime["data_dir"])
-    if os.environ.get("PROXLAB_DATA_DIR"):
-        return Path(os.environ["PROXLAB_DATA_DIR"])
-    return Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def train_bpe(texts, vocab_size: int):
@@ -70,7 +64,8 @@ def resolve_pretrained(path: str | None, runtime: dict[str, Any]) -> Path:
     if not path:
         raise ValueError("model.tokenizer.kind=pretrained needs model.tokenizer.path (a directory or a name under "
                          "<data_dir>/tokenizers, e.g. llama_hf)")
-    candidates = [Path(path)] if Path(path).is_absolute() else [data_dir(runtime) / "tokenizers" / path, Path(path)]
+    candidates = [Path(path)] if Path(path).is_absolute() else [data_dir(runtime.get("data_dir")) / "tokenizers" / path,
+                                                                 Path(path)]
     for c in candidates:
         if (c / "tokenizer.json").is_file():
             return c
@@ -103,28 +98,26 @@ def vocab_size_of(tokenizer_dir: Path) -> int:
 
 
 def main(spec: StageSpec) -> StageResult:
-    cfg = spec.config
-    kind = cfg.get("kind", "train_bpe")
+    cfg = load(TokenizerConfig, spec.config, where="model.tokenizer")
     out = spec.out
     out.mkdir(parents=True, exist_ok=True)
-    if kind == "train_bpe":
-        from proxlab.pretrain.docs import doc_files, iter_texts
+    if cfg.kind == "train_bpe":
+        from proxlab.core.formats import corpus_shards, iter_texts
 
-        files = doc_files(spec.input("docs"))
-        n_train = int(cfg.get("train_docs", 2000))
-        tok = train_bpe((t for batch in iter_texts(files, 0, n_train) for t in batch), int(cfg.get("vocab_size", 4096)))
+        files = corpus_shards(spec.input("docs"))
+        tok = train_bpe((t for batch in iter_texts(files, 0, cfg.train_docs) for t in batch), cfg.vocab_size)
         atomic_write_text(out / "tokenizer.json", tok.to_str(pretty=True))
         atomic_write_text(out / "tokenizer_config.json", json.dumps(bpe_tokenizer_config(), indent=2))
         atomic_write_text(out / "special_tokens_map.json", json.dumps(
             {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}, indent=2))
         atomic_write_text(out / "generation_config.json", json.dumps(
             {"bos_token_id": tok.token_to_id("<s>"), "eos_token_id": tok.token_to_id("</s>")}, indent=2))
-    elif kind == "pretrained":
-        copy_pretrained(resolve_pretrained(cfg.get("path"), spec.runtime), out)
+    elif cfg.kind == "pretrained":
+        copy_pretrained(resolve_pretrained(cfg.path, spec.runtime), out)
     else:
-        raise ValueError(f"model.tokenizer.kind={kind!r}: expected train_bpe or pretrained")
+        raise ValueError(f"model.tokenizer.kind={cfg.kind!r}: expected train_bpe or pretrained")
     vocab = vocab_size_of(out)
-    print(f"[proxlab] tokenizer ({kind}): vocab {vocab} -> {out}", flush=True)
+    print(f"[proxlab] tokenizer ({cfg.kind}): vocab {vocab} -> {out}", flush=True)
     return StageResult(counts={"vocab_size": vocab})
 
 

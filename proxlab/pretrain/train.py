@@ -2,238 +2,345 @@
 
     python -m proxlab.pretrain.train --spec spec.json
 
-spec.config = {"model": ModelConfig dict (no tokenizer), "train": TrainConfig dict}; inputs "data" (tokenize
-artifact) and "tokenizer"; spec.runtime {"devices", "num_nodes", "accelerator"} (default 1/1/cpu) and optionally
-the unhashed train knobs (proxlab.experiments.config.TRAIN_RUNTIME_KEYS, and "threads").
+spec.config = {"model": ModelConfig fields (no tokenizer), "train": TrainConfig's hashed fields}; inputs "data" (a
+tokenize artifact) and "tokenizer". spec.runtime: "accelerator", "devices", "num_nodes" (default cpu/1/1), "settings"
+(TrainConfig's runtime fields: log_interval, num_workers, compile, ...), optionally "threads". The stage turns them
+into typed configs once (`proxlab.core.config.load`; defaults are the schema's) and takes steps, tokens and gradient
+accumulation from `training_plan`.
+
+It reads top to bottom like LitGPT's scripts: `main` checks the spec, `setup` builds what one process trains with (a
+`Run`: Fabric, model, optimizer, data, logger, plan, resumed position), `fit` runs the optimizer steps, `finish`
+validates, saves `final/` and returns the StageResult (rank 0; None on the other ranks, which write nothing).
 
 The loop stops at exactly `early_stop_step or max_steps` optimizer steps; the LR schedule always spans `max_steps`.
-Each step takes global_batch_size / (micro_batch_size x world size) micro-batches per rank. Checkpoints go to
-`<out>/step-XXXXXXXX/` every `save_interval` steps and to `<out>/final/`; a start resumes from the newest complete
-`step-*`. SIGUSR1/SIGTERM: checkpoint at the current step, exit with code 3 (requeue). docs/pretrain.md has the rest.
+Checkpoints go to `<out>/step-XXXXXXXX/` every `save_interval` steps and to `<out>/final/`; a start resumes from the
+newest complete `step-*`. SIGUSR1/SIGTERM: checkpoint at the current step, exit with code 3 (requeue).
+docs/pretrain.md has the rest.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from proxlab.experiments.spec import StageResult, StageSpec, atomic_write_text, read_jsonl, stage_cli
+from proxlab.core.config import ModelConfig, TrainConfig, TrainingPlan, load, training_plan
+from proxlab.core.stage import (EXIT_REQUEUE, StageResult, StageSpec, atomic_write_text, rank_and_world, read_jsonl,
+                                stage_cli)
+from proxlab.pretrain.data import data_info
+from proxlab.pretrain.distributed import world_size
+from proxlab.pretrain.signals import StopFlag
 
 SUMMARY = "train_summary.json"
-# Train knobs the planner leaves out of the hashed config (they do not change the result): spec.runtime carries them.
-UNHASHED = {"log_interval": 5, "num_workers": 0, "compile": False, "keep_checkpoints": None,
-            "activation_checkpointing": False, "deterministic": None}
-TRAIN_DEFAULTS = {"early_stop_step": None, "warmup_steps": 0, "schedule": "cosine", "min_lr": 0.0,
-                  "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.95, "eps": 1e-8, "grad_clip": 1.0,
-                  "precision": "32-true", "seed": 1234, "strategy": "auto", "wsd_stable_steps": None}
-REQUIRED = ("seq_len", "global_batch_size", "micro_batch_size", "max_steps", "lr", "save_interval")
 
 
-def train_options(spec: StageSpec) -> dict[str, Any]:
-    """The TrainConfig dict with defaults filled and the unhashed knobs taken from the config, else spec.runtime."""
-    if "train" not in spec.config or "model" not in spec.config:
-        raise KeyError("pretrain: spec.config needs 'model' and 'train' sections")
-    train = {**TRAIN_DEFAULTS, **spec.config["train"]}
-    for key, default in UNHASHED.items():
-        train[key] = train.get(key, spec.runtime.get(key, default))
-    missing = [k for k in REQUIRED if train.get(k) is None]
-    if missing:
-        raise KeyError(f"pretrain: spec.config['train'] lacks {missing}")
-    stop_step = int(train["early_stop_step"] or train["max_steps"])
-    if not 0 < stop_step <= int(train["max_steps"]):
-        raise ValueError(f"train.early_stop_step={train['early_stop_step']} must lie in (0, max_steps]")
-    train["stop_step"] = stop_step
-    return train
-
-
-def grad_accum_steps(train: dict[str, Any], world_size: int) -> int:
-    per_pass = int(train["micro_batch_size"]) * world_size
-    if int(train["global_batch_size"]) % per_pass:
-        raise ValueError(f"train.global_batch_size={train['global_batch_size']} is not divisible by "
-                         f"micro_batch_size x world size = {train['micro_batch_size']} x {world_size}")
-    return int(train["global_batch_size"]) // per_pass
-
-
-def main(spec: StageSpec) -> StageResult:
-    from proxlab.pretrain.data import data_info
-    from proxlab.pretrain.signals import StopFlag
-
-    train = train_options(spec)
-    grad_accum_steps(train, int(spec.runtime.get("devices") or 1) * int(spec.runtime.get("num_nodes") or 1))
+def main(spec: StageSpec) -> StageResult | None:
+    train, model = stage_configs(spec)
+    training_plan(train, world_size(spec.runtime))  # a batch that does not split fails before any process starts
     info = data_info(spec.input("data"))
-    if int(info.get("seq_len", train["seq_len"])) != int(train["seq_len"]):
-        raise ValueError(f"train.seq_len={train['seq_len']} but {spec.input('data')} holds windows of seq_len "
+    if info.get("seq_len", train.seq_len) != train.seq_len:
+        raise ValueError(f"train.seq_len={train.seq_len} but {spec.input('data')} holds windows of seq_len "
                          f"{info['seq_len']}: rerun tokenize with this seq_len")
     if (spec.out / "final" / "COMPLETE").is_file() and (spec.out / SUMMARY).is_file():  # killed after the end
-        return _result(json.loads((spec.out / SUMMARY).read_text()))
+        rank, _ = rank_and_world(spec.runtime.get("rank"), spec.runtime.get("world_size"))
+        return _result(json.loads((spec.out / SUMMARY).read_text())) if rank == 0 else None
     stop = StopFlag().install()  # from the start: a signal during setup checkpoints at the first step boundary
     try:
-        return fit(spec, train, info, stop)
+        run = setup(spec, train, model, info)
+        if not fit(run, stop):
+            exit_for_requeue(run, stop)
+        return finish(run)
     finally:
         stop.uninstall()
 
 
-def fit(spec: StageSpec, train: dict[str, Any], info: dict[str, Any], stop) -> StageResult:
-    # --- processes first: a local multi-process launch re-runs this command for ranks 1.. ------------------------
-    from proxlab.pretrain.distributed import is_local_child, make_fabric, set_threads
+def stage_configs(spec: StageSpec) -> tuple[TrainConfig, ModelConfig]:
+    """The spec's typed configs: hashed settings from spec.config, runtime ones from spec.runtime["settings"]."""
+    missing = [k for k in ("model", "train") if k not in spec.config]
+    if missing:
+        raise KeyError(f"pretrain: spec.config lacks {missing} (it needs 'model' and 'train' sections)")
+    train = load(TrainConfig, spec.config["train"], spec.runtime.get("settings"), where="train")
+    return train, load(ModelConfig, spec.config["model"], where="model")
+
+
+@dataclass
+class Run:
+    """What `setup` builds for one training process, and where the loop stands."""
+
+    spec: StageSpec
+    train: TrainConfig
+    plan: TrainingPlan  # grad_accum, stop_step, tokens_per_step for this world size
+    fabric: Any
+    cfg: Any  # the litgpt.Config
+    model: Any
+    optimizer: Any
+    data: Any  # TrainData: this rank's endless, resumable stream of micro-batches
+    windows: int  # training windows in the tokenize artifact (epochs = sequences seen / windows)
+    logger: Any = None  # MetricsLogger (rank 0 writes)
+    flops_per_step: float = 0.0  # measured: forward + backward of one optimizer step over all ranks
+    peak_flops: float | None = None  # of one device (None on CPU)
+    step: int = 0  # optimizer steps taken
+    loss: float = math.nan  # the last logged loss
+    resumed_from: int = 0
+    train_s: float = 0.0  # wall time of this start's loop
+
+    @property
+    def rank(self) -> int:
+        return self.fabric.global_rank
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# setup
+
+
+def setup(spec: StageSpec, train: TrainConfig, model_cfg: ModelConfig, info: dict[str, Any]) -> Run:
+    """Processes, model, optimizer, data, the resumed position, the logger and the measured FLOPs of a step."""
+    from proxlab.core.tracking import MetricsLogger
+    from proxlab.pretrain.data import TrainData
+    from proxlab.pretrain.distributed import make_fabric, set_threads
 
     threads = set_threads(spec.runtime)
     fabric = make_fabric(spec.runtime, train)
-    fabric.launch()
-    rank, world = fabric.global_rank, fabric.world_size
-    spec.runtime.update(rank=rank, world_size=world)  # so run_stage lets only rank 0 write manifest and _SUCCESS
+    fabric.launch()  # processes first: a local multi-process launch re-runs this command for ranks 1..
+    plan = training_plan(train, fabric.world_size)
+    _set_determinism(fabric, train)
+    cfg, model = build_model(fabric, model_cfg, train, spec.input("tokenizer"))
+    _print_model(fabric, cfg, plan, threads)
+    model, optimizer = setup_training(fabric, model, model_cfg, train)
+    data = TrainData(spec.input("data"), train.seq_len, train.micro_batch_size, train.seed, train.num_workers)
+    run = Run(spec, train, plan, fabric, cfg, model, optimizer, data, windows=info["windows"])
+    resume(run)
+    run.logger = MetricsLogger.for_stage(spec, run.rank)  # W&B id derived from (run_dir, stage): the same on restarts
+    if run.logger.wandb_id:
+        fabric.print(f"[proxlab] pretrain: W&B run id {run.logger.wandb_id}")
+    run.flops_per_step = (_measure_flops(cfg, train.micro_batch_size, train.seq_len)  # FlopCounterMode, fwd + bwd
+                          * plan.grad_accum * plan.world_size)
+    run.peak_flops = _peak_flops(fabric)
+    return run
 
+
+def _set_determinism(fabric, train: TrainConfig) -> None:
+    """Deterministic algorithms when asked, or by default on CPU (so a resumed CPU run matches exactly)."""
     import torch
+
+    on = train.deterministic if train.deterministic is not None else fabric.device.type == "cpu"
+    if on:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def build_model(fabric, model_cfg: ModelConfig, train: TrainConfig, tokenizer_dir: Path):
+    """(litgpt.Config, GPT): GPT-NeoX init after seeding, or the initial weights; under FSDP on the meta device (its
+    `fabric.setup` materializes it, and `setup_training` loads initial weights into the shards)."""
     from lightning.fabric.strategies import FSDPStrategy
     from litgpt.model import GPT
 
-    from proxlab.experiments.flops import non_embedding_params, total_params, training_flops
-    from proxlab.experiments.tracking import MetricsLogger
-    from proxlab.pretrain import checkpoint
-    from proxlab.pretrain.data import TrainData
     from proxlab.pretrain.model import build_config, init_weights, load_initial_weights
-    from proxlab.pretrain.schedule import lr_at
-    from proxlab.pretrain.signals import EXIT_REQUEUE
 
-    data_dir, tokenizer_dir, out = spec.input("data"), spec.input("tokenizer"), spec.out
-    seq_len, micro_bs, stop_step = int(train["seq_len"]), int(train["micro_batch_size"]), train["stop_step"]
-    accum = grad_accum_steps(train, world)
-    deterministic = train["deterministic"]
-    if deterministic if deterministic is not None else fabric.device.type == "cpu":
-        torch.use_deterministic_algorithms(True, warn_only=True)
-
-    # --- model, optimizer, data ------------------------------------------------------------------------------------
-    cfg = build_config(spec.config["model"], tokenizer_dir)
-    if seq_len > cfg.block_size:
-        raise ValueError(f"train.seq_len={seq_len} exceeds the model's block_size={cfg.block_size}")
-    fabric.seed_everything(int(train["seed"]))
+    cfg = build_config(model_cfg, tokenizer_dir)
+    if train.seq_len > cfg.block_size:
+        raise ValueError(f"train.seq_len={train.seq_len} exceeds the model's block_size={cfg.block_size}")
+    fabric.seed_everything(train.seed)
     fsdp = isinstance(fabric.strategy, FSDPStrategy)
     with fabric.init_module(empty_init=fsdp):
         model = GPT(cfg)
     init_weights(model, cfg.n_layer, cfg.n_embd, materialize=not fsdp)
-    model.max_seq_length = seq_len
-    init_ckpt = spec.config["model"].get("init_checkpoint")
-    if init_ckpt and not fsdp:
-        model.load_state_dict(load_initial_weights(init_ckpt))
-    n_total, n_non_emb = total_params(cfg), non_embedding_params(cfg)
-    fabric.print(f"[proxlab] pretrain: {cfg.name}, {n_total:,} params ({n_non_emb:,} non-embedding), {world} rank(s)"
-                 f" x {threads} thread(s), grad accum {accum}, {stop_step} steps")
-    if train["compile"]:
+    model.max_seq_length = train.seq_len
+    if model_cfg.init_checkpoint and not fsdp:
+        model.load_state_dict(load_initial_weights(model_cfg.init_checkpoint))
+    return cfg, model
+
+
+def _print_model(fabric, cfg, plan: TrainingPlan, threads: int) -> None:
+    from proxlab.models.params import param_counts
+
+    total, non_embedding = param_counts(cfg)
+    fabric.print(f"[proxlab] pretrain: {cfg.name}, {total:,} params ({non_embedding:,} non-embedding), "
+                 f"{plan.world_size} rank(s) x {threads} thread(s), grad accum {plan.grad_accum}, "
+                 f"{plan.stop_step} steps")
+
+
+def setup_training(fabric, model, model_cfg: ModelConfig, train: TrainConfig):
+    """(model, optimizer) set up by Fabric: optional torch.compile, the strategy's wrapping, AdamW."""
+    import torch
+    from lightning.fabric.strategies import FSDPStrategy
+
+    if train.compile:
         model = torch.compile(model)
     model = fabric.setup(model)
-    if init_ckpt and fsdp:
+    if model_cfg.init_checkpoint and isinstance(fabric.strategy, FSDPStrategy):
         from lightning.fabric.strategies.model_parallel import _load_raw_module_state
 
-        _load_raw_module_state(load_initial_weights(init_ckpt), model._forward_module, world_size=world)
+        from proxlab.pretrain.model import load_initial_weights
+
+        _load_raw_module_state(load_initial_weights(model_cfg.init_checkpoint), model._forward_module,
+                               world_size=fabric.world_size)
     optimizer = fabric.setup_optimizers(torch.optim.AdamW(
-        model.parameters(), lr=float(train["lr"]), weight_decay=float(train["weight_decay"]),
-        betas=(float(train["beta1"]), float(train["beta2"])), eps=float(train["eps"]),
-        fused=fabric.device.type == "cuda"))
-    data = TrainData(data_dir, seq_len, micro_bs, int(train["seed"]), int(train["num_workers"] or 0))
+        model.parameters(), lr=train.lr, weight_decay=train.weight_decay, betas=(train.beta1, train.beta2),
+        eps=train.eps, fused=fabric.device.type == "cuda"))
+    return model, optimizer
 
-    # --- resume from the newest complete checkpoint ----------------------------------------------------------------
-    step, loss_value = 0, float("nan")
-    if rank == 0:
+
+def resume(run: Run) -> None:
+    """Continue from the newest complete `step-*` (weights, optimizer, data position, RNG), after removing what a
+    killed save left; metrics.jsonl records of the interrupted attempt past that step are dropped."""
+    from proxlab.pretrain import checkpoint
+
+    out = run.spec.out
+    if run.rank == 0:
         checkpoint.clean_partial(out)
-    fabric.barrier()
+    run.fabric.barrier()
     ckpt = checkpoint.latest_checkpoint(out)
-    if ckpt is not None:
-        state, data_state = checkpoint.load(fabric, ckpt, model, optimizer)
-        data.load_state_dict(data_state)
-        step, loss_value = int(state["step"]), float(state.get("loss", float("nan")))
-        fabric.print(f"[proxlab] pretrain: resumed from {ckpt} at step {step} (epoch {data.epoch})")
-        if rank == 0:
-            _truncate_metrics(out / "metrics.jsonl", step)
-    logger = MetricsLogger.for_stage(spec, rank)  # W&B id derived from (run_dir, stage): the same on every restart
-    if logger.wandb_id:
-        fabric.print(f"[proxlab] pretrain: W&B run id {logger.wandb_id}")
+    if ckpt is None:
+        return
+    state, data_state = checkpoint.load(run.fabric, ckpt, run.model, run.optimizer)
+    run.data.load_state_dict(data_state)
+    run.step, run.loss = int(state["step"]), float(state.get("loss", math.nan))
+    run.resumed_from = run.step
+    run.fabric.print(f"[proxlab] pretrain: resumed from {ckpt} at step {run.step} (epoch {run.data.epoch})")
+    if run.rank == 0:
+        _truncate_metrics(out / "metrics.jsonl", run.step)
 
-    flops_per_step = _measure_flops(cfg, micro_bs, seq_len) * accum * world  # FlopCounterMode, fwd + bwd
-    peak = _peak_flops(fabric)
-    tokens_per_step = int(train["global_batch_size"]) * seq_len
-    windows = int(info["windows"])
-    log_interval, save_interval = max(1, int(train["log_interval"])), int(train["save_interval"])
 
-    def save(name: str, with_resume_state: bool) -> None:
-        trainer_state = {"step": step, "tokens": step * tokens_per_step, "epoch": data.epoch, "loss": loss_value,
-                         "max_steps": train["max_steps"], "early_stop_step": train["early_stop_step"]}
-        checkpoint.save(fabric, out, name, model, cfg, tokenizer_dir, trainer_state,
-                        optimizer=optimizer if with_resume_state else None,
-                        data_state=data.state_dict() if with_resume_state else None)
+# ---------------------------------------------------------------------------------------------------------------------
+# fit
 
-    # --- the loop ----------------------------------------------------------------------------------------------------
+
+@dataclass
+class _Clock:
+    """Wall time since the loop began and since the last log line."""
+
+    start: float
+    last: float
+    last_step: int
+
+
+def fit(run: Run, stop: StopFlag) -> bool:
+    """Optimizer steps up to `plan.stop_step`: log every `log_interval` steps (and the last), checkpoint every
+    `save_interval`. False when a signal stopped it (every rank saved the current step first)."""
+    from proxlab.pretrain import checkpoint
+    from proxlab.pretrain.schedule import lr_at
+
+    fabric, train, stop_step = run.fabric, run.train, run.plan.stop_step
     fabric.barrier()
-    t_start = t_log = time.perf_counter()
-    step_start, step_log, epoch_seen, requeue = step, step, data.epoch, False
-    while step < stop_step:
-        lr = lr_at(step, train)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        step_loss = torch.zeros((), device=fabric.device)
-        for micro in range(accum):
-            batch = data.next().to(fabric.device)
-            x, y = batch[:, :seq_len].long(), batch[:, 1:seq_len + 1].long()
-            with fabric.no_backward_sync(model, enabled=micro < accum - 1):
-                loss = _loss(model(x), y)
-                fabric.backward(loss / accum)
-            step_loss += loss.detach() / accum
-        if train["grad_clip"]:
-            fabric.clip_gradients(model, optimizer, max_norm=float(train["grad_clip"]))
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-
-        if data.epoch != epoch_seen:
-            fabric.print(f"[proxlab] pretrain: epoch {data.epoch} began during step {step}")
-            epoch_seen = data.epoch
-        if step % log_interval == 0 or step == stop_step:
-            loss_value = float((fabric.all_reduce(step_loss, reduce_op="mean") if world > 1 else step_loss).item())
-            now = time.perf_counter()
-            dt, n = now - t_log, step - step_log
-            metrics = {"loss": loss_value, "lr": lr, "tokens": step * tokens_per_step,
-                       "tokens_per_s": n * tokens_per_step / dt, "step_time_s": dt / n,
-                       "flops_per_step": flops_per_step, "flops_per_s": n * flops_per_step / dt,
-                       "epoch": data.epoch, "epochs": step * int(train["global_batch_size"]) / windows}
-            if peak:
-                metrics["mfu"] = metrics["flops_per_s"] / (peak * world)
-            logger.log(metrics, step=step)
-            fabric.print(f"step {step}/{stop_step} | loss {loss_value:.4f} | lr {lr:.3e} | "
-                         f"{metrics['tokens_per_s']:,.0f} tok/s | epoch {data.epoch}")
-            t_log, step_log = now, step
-        requeue = step < stop_step and stop.any_rank(fabric)
-        if step % save_interval == 0 or requeue:
-            save(checkpoint.step_dir_name(step), with_resume_state=True)
-            if rank == 0:
-                checkpoint.prune(out, train["keep_checkpoints"])
+    now = time.perf_counter()
+    clock, epoch_seen = _Clock(now, now, run.step), run.data.epoch
+    while run.step < stop_step:
+        lr = lr_at(run.step, train)
+        step_loss = train_step(run, lr)
+        run.step += 1
+        if run.data.epoch != epoch_seen:
+            fabric.print(f"[proxlab] pretrain: epoch {run.data.epoch} began during step {run.step}")
+            epoch_seen = run.data.epoch
+        if run.step % train.log_interval == 0 or run.step == stop_step:
+            log_step(run, step_loss, lr, clock)
+        requeue = run.step < stop_step and stop.any_rank(fabric)
+        if run.step % train.save_interval == 0 or requeue:
+            save(run, checkpoint.step_dir_name(run.step), with_resume_state=True)
+            if run.rank == 0:
+                checkpoint.prune(run.spec.out, train.keep_checkpoints)
         if requeue:
-            break
-    train_s = time.perf_counter() - t_start
+            return False
+    run.train_s = time.perf_counter() - clock.start
+    return True
 
-    if requeue:
-        fabric.print(f"[proxlab] pretrain: signal {stop.signum}: saved step {step}; exit {EXIT_REQUEUE} to requeue")
-        logger.close()
-        raise SystemExit(0 if is_local_child(fabric) else EXIT_REQUEUE)
 
-    # --- the end: validation, final checkpoint, summary ----------------------------------------------------------
-    val_loss = _validate(fabric, model, data_dir, seq_len, micro_bs)
-    save("final", with_resume_state=False)
-    tokens = step * tokens_per_step
-    summary = {
-        "steps": step, "tokens": tokens, "epochs": tokens / (windows * seq_len), "final_loss": loss_value,
-        "val_loss": val_loss, "params": n_total, "non_embedding_params": n_non_emb,
-        "measured_flops_per_step": flops_per_step, "train_flops": training_flops(cfg, tokens),
-        "tokens_per_s": (step - step_start) * tokens_per_step / train_s if step > step_start else None,
-        "train_seconds": train_s, "world_size": world, "grad_accum": accum, "resumed_from_step": step_start,
-        "wandb_id": logger.wandb_id, "model": cfg.name,
+def train_step(run: Run, lr: float):
+    """One optimizer step at `lr` over `plan.grad_accum` micro-batches (gradients synced on the last one only);
+    returns this rank's mean micro-batch loss (a detached tensor)."""
+    import torch
+
+    fabric, model, optimizer = run.fabric, run.model, run.optimizer
+    accum, seq_len = run.plan.grad_accum, run.train.seq_len
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    step_loss = torch.zeros((), device=fabric.device)
+    for micro in range(accum):
+        batch = run.data.next().to(fabric.device)
+        x, y = batch[:, :seq_len].long(), batch[:, 1:seq_len + 1].long()
+        with fabric.no_backward_sync(model, enabled=micro < accum - 1):
+            loss = _loss(model(x), y)
+            fabric.backward(loss / accum)
+        step_loss += loss.detach() / accum
+    if run.train.grad_clip:
+        fabric.clip_gradients(model, optimizer, max_norm=run.train.grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return step_loss
+
+
+def log_step(run: Run, step_loss, lr: float, clock: _Clock) -> None:
+    """The step's loss (mean over ranks), LR, throughput and progress, to metrics.jsonl / W&B and stdout."""
+    fabric, plan, step = run.fabric, run.plan, run.step
+    run.loss = float((fabric.all_reduce(step_loss, reduce_op="mean") if plan.world_size > 1 else step_loss).item())
+    now = time.perf_counter()
+    dt, n = now - clock.last, step - clock.last_step
+    metrics = {"loss": run.loss, "lr": lr, "tokens": step * plan.tokens_per_step,
+               "tokens_per_s": n * plan.tokens_per_step / dt, "step_time_s": dt / n,
+               "flops_per_step": run.flops_per_step, "flops_per_s": n * run.flops_per_step / dt,
+               "epoch": run.data.epoch, "epochs": step * run.train.global_batch_size / run.windows}
+    if run.peak_flops:
+        metrics["mfu"] = metrics["flops_per_s"] / (run.peak_flops * plan.world_size)
+    run.logger.log(metrics, step=step)
+    fabric.print(f"step {step}/{plan.stop_step} | loss {run.loss:.4f} | lr {lr:.3e} | "
+                 f"{metrics['tokens_per_s']:,.0f} tok/s | epoch {run.data.epoch}")
+    clock.last, clock.last_step = now, step
+
+
+def save(run: Run, name: str, with_resume_state: bool) -> None:
+    """Checkpoint `name` (every rank calls this); with the resume state for `step-*`, weights only for `final`."""
+    from proxlab.pretrain import checkpoint
+
+    trainer_state = {"step": run.step, "tokens": run.step * run.plan.tokens_per_step, "epoch": run.data.epoch,
+                     "loss": run.loss, "max_steps": run.train.max_steps, "early_stop_step": run.train.early_stop_step}
+    checkpoint.save(run.fabric, run.spec.out, name, run.model, run.cfg, run.spec.input("tokenizer"), trainer_state,
+                    optimizer=run.optimizer if with_resume_state else None,
+                    data_state=run.data.state_dict() if with_resume_state else None)
+
+
+def exit_for_requeue(run: Run, stop: StopFlag) -> NoReturn:
+    """After a signal's checkpoint: exit with EXIT_REQUEUE (ranks Fabric's local launcher started exit 0, so its
+    watchdog does not kill rank 0 before it reports the code)."""
+    from proxlab.pretrain.distributed import is_local_child
+
+    run.fabric.print(f"[proxlab] pretrain: signal {stop.signum}: saved step {run.step}; exit {EXIT_REQUEUE} to requeue")
+    run.logger.close()
+    raise SystemExit(0 if is_local_child(run.fabric) else EXIT_REQUEUE)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# finish
+
+
+def finish(run: Run) -> StageResult | None:
+    """Validation loss, `final/`, `train_summary.json`; the StageResult on rank 0, None on the other ranks."""
+    val_loss = _validate(run.fabric, run.model, run.spec.input("data"), run.train.seq_len, run.train.micro_batch_size)
+    save(run, "final", with_resume_state=False)
+    summary = _summary(run, val_loss)
+    if run.rank == 0:
+        atomic_write_text(run.spec.out / SUMMARY, json.dumps(summary, indent=2, sort_keys=True))
+        run.logger.summary({k: v for k, v in summary.items() if isinstance(v, (int, float))})
+    run.logger.close()
+    run.fabric.barrier()
+    return _result(summary) if run.rank == 0 else None
+
+
+def _summary(run: Run, val_loss: float | None) -> dict[str, Any]:
+    from proxlab.core.flops import training_flops
+    from proxlab.models.params import param_counts
+
+    plan, steps_here = run.plan, run.step - run.resumed_from
+    total, non_embedding = param_counts(run.cfg)
+    return {
+        "steps": plan.stop_step, "tokens": plan.tokens, "epochs": plan.tokens / (run.windows * run.train.seq_len),
+        "final_loss": run.loss, "val_loss": val_loss, "params": total, "non_embedding_params": non_embedding,
+        "measured_flops_per_step": run.flops_per_step, "train_flops": training_flops(non_embedding, plan.tokens),
+        "tokens_per_s": steps_here * plan.tokens_per_step / run.train_s if steps_here > 0 else None,
+        "train_seconds": run.train_s, "world_size": plan.world_size, "grad_accum": plan.grad_accum,
+        "resumed_from_step": run.resumed_from, "wandb_id": run.logger.wandb_id, "model": run.cfg.name,
     }
-    if rank == 0:
-        atomic_write_text(out / SUMMARY, json.dumps(summary, indent=2, sort_keys=True))
-        logger.summary({k: v for k, v in summary.items() if isinstance(v, (int, float))})
-    logger.close()
-    fabric.barrier()
-    return _result(summary)
 
 
 def _result(summary: dict[str, Any]) -> StageResult:
@@ -243,6 +350,10 @@ def _result(summary: dict[str, Any]) -> StageResult:
         extra={k: summary.get(k) for k in ("final_loss", "val_loss", "params", "non_embedding_params",
                                            "measured_flops_per_step", "tokens_per_s", "wandb_id", "model")},
     )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# helpers
 
 
 def _loss(logits, targets):

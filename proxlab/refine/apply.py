@@ -13,8 +13,8 @@ shard). Outputs per shard:
   after, and the number of chunk programs.
 
 Execution is `proxlab.refine.programs` (`run_doc_program` / `run_chunk_programs`, compat or strict, DecisionRules
-from `drop_ratio`, `min_ratio`, `max_errors`, `min_words`; refine.apply_doc's config lacks the chunk-only thresholds,
-config.APPLY_CHUNK_ONLY_KEYS, so that they stay out of its key). Stats (kept/dropped by reason, words, chars and tokens
+from `drop_ratio`, `min_ratio`, `max_errors`, `min_words`; refine.apply_doc's key leaves out the chunk-only
+thresholds, which ApplyConfig marks as such). Stats (kept/dropped by reason, words, chars and tokens
 before and after, operations per program, program error rate, failure kinds such as repeated calls and normalize
 sources not found) go to the manifest, metrics.jsonl and W&B; every input id is checked to be kept or dropped once.
 """
@@ -22,18 +22,21 @@ sources not found) go to the manifest, metrics.jsonl and W&B; every input id is 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from proxlab.experiments.config import apply_settings
-from proxlab.experiments.spec import StageResult, StageSpec, rank_and_world, stage_cli
-from proxlab.experiments.tracking import MetricsLogger
+from proxlab.core.config import ApplyConfig, load
+from proxlab.core.formats import (DOC_SCHEMA, DROP_SCHEMA, PROGRAMS, REFINER_FILE, check_accounting, list_shards,
+                                  read_docs, shard_name, write_parquet)
+from proxlab.core.sharding import ShardStats, ShardWork, run_shards
+from proxlab.core.stage import StageResult, StageSpec, stage_cli
+from proxlab.core.tracking import MetricsLogger
 from proxlab.refine.programs import FAILURE_KINDS, OP_NAMES, DecisionRules, run_chunk_programs, run_doc_program
-from proxlab.refine.shards import (DOC_SCHEMA, DROP_SCHEMA, ShardStats, check_accounting, list_shards, read_docs,
-                                   run_sharded, shard_name, write_parquet)
 
 APPLIED_SCHEMA = pa.schema(
     [("id", pa.string()), ("dropped", pa.bool_()), ("reason", pa.string()), ("errors", pa.int32()),
@@ -43,18 +46,15 @@ APPLIED_SCHEMA = pa.schema(
     + [(f"op_{k}", pa.int32()) for k in OP_NAMES] + [(f"fail_{k}", pa.int32()) for k in FAILURE_KINDS]
 )
 LEVELS = ("doc", "chunk")
+TokenCounter = Callable[[list[str]], list[int]]
 
 
-def decision_rules(cfg: dict[str, Any]) -> DecisionRules:
-    """ApplyConfig → DecisionRules. The default drop_ratio 0.05 is the reference's ``1 - 0.95`` bit for bit.
-
-    `cfg` holds every ApplyConfig setting (``proxlab.experiments.config.apply_settings``); at doc level the chunk-only
-    thresholds are the schema's defaults, which the doc-level executor never reads."""
-    drop_ratio = float(cfg["drop_ratio"])
-    if abs(drop_ratio - 0.05) < 1e-12:
-        drop_ratio = 1 - 0.95
-    return DecisionRules(drop_ratio=drop_ratio, min_ratio=float(cfg["min_ratio"]),
-                         max_errors=int(cfg["max_errors"]), min_words=int(cfg["min_words"]))
+def decision_rules(cfg: ApplyConfig) -> DecisionRules:
+    """ApplyConfig → DecisionRules. The default drop_ratio 0.05 is the reference's ``1 - 0.95`` bit for bit (at doc
+    level the chunk-only thresholds keep the schema's defaults, which the doc-level executor never reads)."""
+    drop_ratio = 1 - 0.95 if abs(cfg.drop_ratio - 0.05) < 1e-12 else cfg.drop_ratio
+    return DecisionRules(drop_ratio=drop_ratio, min_ratio=cfg.min_ratio, max_errors=cfg.max_errors,
+                         min_words=cfg.min_words)
 
 
 def drop_reason(level: str, result, rules: DecisionRules) -> str:
@@ -88,18 +88,15 @@ def _programs_by_doc(path: Path, level: str) -> dict[str, list[str]]:
     return grouped
 
 
-def _token_counter(programs_dir: Path, data_dir: str | None):
-    """``count(texts) -> list[int]`` with the refiner's tokenizer (named in the generate stage's manifest), to report
-    tokens before/after; None when unknown. Uses the `tokenizers` library on tokenizer.json when the refiner is a
-    local directory (fast, no transformers import), else the transformers tokenizer."""
-    manifest = programs_dir / "manifest.json"
-    if not manifest.exists():  # a hand-made programs folder: count words and characters only
+def _token_counter(programs_dir: Path) -> TokenCounter | None:
+    """``count(texts) -> list[int]`` with the refiner's tokenizer (named by the generate stage's `refiner.json`), to
+    report tokens before/after; None when unknown. Uses the `tokenizers` library on tokenizer.json when there is one
+    (fast, no transformers import), else the transformers tokenizer."""
+    named = programs_dir / REFINER_FILE
+    if not named.exists():  # a hand-made programs folder: count words and characters only
         return None
     try:
-        gen_cfg = json.loads(manifest.read_text())["config"]
-        from proxlab.models import resolve_model
-
-        path = Path(resolve_model(gen_cfg.get("tokenizer") or gen_cfg["model"], data_dir))
+        path = Path(json.loads(named.read_text())["tokenizer_path"])
         if (path / "tokenizer.json").exists():
             from tokenizers import Tokenizer
 
@@ -115,106 +112,144 @@ def _token_counter(programs_dir: Path, data_dir: str | None):
         return None
 
 
-def main(spec: StageSpec) -> StageResult:
-    cfg = apply_settings(spec.config)
-    level = cfg.get("level")
+@dataclass(frozen=True)
+class Execution:
+    """How to execute one level's programs: everything `apply_shard` needs besides the shard."""
+
+    level: str
+    mode: str
+    rules: DecisionRules
+    count_tokens: TokenCounter | None
+
+
+def execute(ex: Execution, text: str, outputs: list[str]):
+    if ex.level == "doc":
+        return run_doc_program(text, outputs[0], mode=ex.mode, rules=ex.rules)
+    return run_chunk_programs(text, outputs, mode=ex.mode, rules=ex.rules)
+
+
+def apply_shard(ex: Execution, programs_dir: Path, out: Path, index: int, path: Path) -> ShardStats:
+    """Execute one shard's programs and write its kept, dropped and applied files: a function of its inputs only."""
+    docs = read_docs(path)
+    programs_path = programs_dir / shard_name(PROGRAMS, index)
+    if not programs_path.exists():
+        raise RuntimeError(f"{programs_dir}: {programs_path.name} missing for {path.name}")
+    programs = _programs_by_doc(programs_path, ex.level)
+    stats = ShardStats()
+    kept, dropped, applied = [], [], []
+    for row in docs:
+        if row["id"] not in programs:
+            raise RuntimeError(f"{programs_path}: no program for document {row['id']!r}")
+        outputs = programs[row["id"]]
+        res = execute(ex, row["text"], outputs)
+        reason = drop_reason(ex.level, res, ex.rules) if res.dropped else None
+        if reason:
+            dropped.append({"id": row["id"], "reason": reason, "text": row["text"]})
+        else:
+            kept.append({**row, "text": res.text})
+        _count(stats, row["text"], res, reason, len(outputs))
+        applied.append(_applied_row(row, res, reason, len(outputs)))
+    if ex.count_tokens is not None and docs:
+        _count_tokens(stats, ex.count_tokens, docs, kept)
+    write_parquet(out / shard_name("docs", index), kept, DOC_SCHEMA)
+    write_parquet(out / shard_name("dropped", index), dropped, DROP_SCHEMA)
+    write_parquet(out / shard_name("applied", index), applied, APPLIED_SCHEMA)
+    return stats
+
+
+def _count(stats: ShardStats, text: str, res, reason: str | None, n_programs: int) -> None:
+    stats.docs_in += 1
+    stats.chars_in += len(text)
+    stats.count("words_in", len(text.split()))
+    if reason:
+        stats.drop(reason)
+    else:
+        stats.docs_out += 1
+        stats.chars_out += len(res.text)
+        stats.count("words_out", len(res.text.split()))
+        stats.count("text_changed", int(res.text != text))
+    stats.count("programs", n_programs)
+    stats.count("errors", res.errors)
+    stats.count("docs_with_errors", int(res.errors > 0))
+    stats.count("programs_discarded", int(res.kept_original))
+    stats.count("lines_removed", 0 if res.kept_original or res.dropped else len(res.removed_lines))
+    for k, v in res.ops.items():
+        stats.count(f"op/{k}", v)
+    for k, v in res.failure_kinds.items():
+        stats.count(f"fail/{k}", v)
+
+
+def _applied_row(row: dict[str, Any], res, reason: str | None, n_programs: int) -> dict[str, Any]:
+    text = row["text"]
+    return {
+        "id": row["id"], "dropped": res.dropped, "reason": reason, "errors": res.errors,
+        "kept_original": res.kept_original, "programs": n_programs, "words_before": len(text.split()),
+        "words_after": 0 if res.dropped else len(res.text.split()), "chars_before": len(text),
+        "chars_after": len(res.text), "removed_lines": list(res.removed_lines),
+        "normalizations": json.dumps([list(n) for n in res.normalizations], ensure_ascii=False),
+        **{f"op_{k}": res.ops.get(k, 0) for k in OP_NAMES},
+        **{f"fail_{k}": res.failure_kinds.get(k, 0) for k in FAILURE_KINDS},
+    }
+
+
+def _count_tokens(stats: ShardStats, count: TokenCounter, docs: list[dict[str, Any]],
+                  kept: list[dict[str, Any]]) -> None:
+    """Tokens in and out; an unchanged kept document is not tokenized twice."""
+    before = dict(zip((r["id"] for r in docs), count([r["text"] for r in docs])))
+    texts_in = {r["id"]: r["text"] for r in docs}
+    changed = [r for r in kept if r["text"] != texts_in[r["id"]]]
+    after = dict(zip((r["id"] for r in changed), count([r["text"] for r in changed])))
+    stats.count("tokens_in", float(sum(before.values())))
+    stats.count("tokens_out", float(sum(after.get(r["id"], before[r["id"]]) for r in kept)))
+
+
+def main(spec: StageSpec) -> StageResult | None:
+    level = spec.config.get("level")
     if level not in LEVELS:
         raise ValueError(f"refine apply: config level={level!r}, expected one of {LEVELS}")
-    mode = cfg["mode"]
-    rules = decision_rules(cfg)
-    rank, world = rank_and_world(spec.runtime.get("rank"), spec.runtime.get("world_size"))
+    cfg = load(ApplyConfig, {k: v for k, v in spec.config.items() if k != "level"}, where="refine.apply")
     docs_dir, programs_dir = spec.input("docs"), spec.input("programs")
-    in_shards = list_shards(docs_dir)
-    count_tokens = _token_counter(programs_dir, spec.runtime.get("data_dir")) if cfg["count_tokens"] else None
+    ex = Execution(level, cfg.mode, decision_rules(cfg), _token_counter(programs_dir) if cfg.count_tokens else None)
+    total = run_shards(spec, ShardWork(shards=list_shards(docs_dir),
+                                       process=partial(apply_shard, ex, programs_dir, spec.out),
+                                       check=partial(check_accounting, docs_dir, spec.out),
+                                       desc=f"{level}, {cfg.mode}"))
+    return None if total is None else finish(spec, ex, total)
 
-    def process(index: int, path: Path) -> ShardStats:
-        docs = read_docs(path)
-        programs_path = programs_dir / shard_name("programs", index)
-        if not programs_path.exists():
-            raise RuntimeError(f"{programs_dir}: {programs_path.name} missing for {path.name}")
-        programs = _programs_by_doc(programs_path, level)
-        stats = ShardStats()
-        e = stats.extra
-        kept, dropped, applied = [], [], []
-        texts_in = {r["id"]: r["text"] for r in docs}
-        for row in docs:
-            text = row["text"]
-            if row["id"] not in programs:
-                raise RuntimeError(f"{programs_path}: no program for document {row['id']!r}")
-            outputs = programs[row["id"]]
-            if level == "doc":
-                res = run_doc_program(text, outputs[0], mode=mode, rules=rules)
-            else:
-                res = run_chunk_programs(text, outputs, mode=mode, rules=rules)
-            stats.docs_in += 1
-            stats.chars_in += len(text)
-            words_before = len(text.split())
-            e["words_in"] = e.get("words_in", 0) + words_before
-            reason = None
-            if res.dropped:
-                reason = drop_reason(level, res, rules)
-                stats.drop(reason)
-                dropped.append({"id": row["id"], "reason": reason, "text": text})
-            else:
-                kept.append({**row, "text": res.text})
-                stats.docs_out += 1
-                stats.chars_out += len(res.text)
-                e["words_out"] = e.get("words_out", 0) + len(res.text.split())
-                e["text_changed"] = e.get("text_changed", 0) + int(res.text != text)
-            e["programs"] = e.get("programs", 0) + len(outputs)
-            e["errors"] = e.get("errors", 0) + res.errors
-            e["docs_with_errors"] = e.get("docs_with_errors", 0) + int(res.errors > 0)
-            e["programs_discarded"] = e.get("programs_discarded", 0) + int(res.kept_original)
-            e["lines_removed"] = e.get("lines_removed", 0) + (0 if res.kept_original or res.dropped
-                                                              else len(res.removed_lines))
-            for k, v in res.ops.items():
-                e[f"op/{k}"] = e.get(f"op/{k}", 0) + v
-            for k, v in res.failure_kinds.items():
-                e[f"fail/{k}"] = e.get(f"fail/{k}", 0) + v
-            applied.append({
-                "id": row["id"], "dropped": res.dropped, "reason": reason, "errors": res.errors,
-                "kept_original": res.kept_original, "programs": len(outputs), "words_before": words_before,
-                "words_after": 0 if res.dropped else len(res.text.split()), "chars_before": len(text),
-                "chars_after": len(res.text), "removed_lines": list(res.removed_lines),
-                "normalizations": json.dumps([list(n) for n in res.normalizations], ensure_ascii=False),
-                **{f"op_{k}": res.ops.get(k, 0) for k in OP_NAMES},
-                **{f"fail_{k}": res.failure_kinds.get(k, 0) for k in FAILURE_KINDS},
-            })
-        if count_tokens is not None and docs:  # tokens of unchanged kept documents are not counted twice
-            before = dict(zip((r["id"] for r in docs), count_tokens([r["text"] for r in docs])))
-            changed = [r for r in kept if r["text"] != texts_in[r["id"]]]
-            after = dict(zip((r["id"] for r in changed), count_tokens([r["text"] for r in changed])))
-            e["tokens_in"] = float(sum(before.values()))
-            e["tokens_out"] = float(sum(after.get(r["id"], before[r["id"]]) for r in kept))
-        write_parquet(spec.out / shard_name("docs", index), kept, DOC_SCHEMA)
-        write_parquet(spec.out / shard_name("dropped", index), dropped, DROP_SCHEMA)
-        write_parquet(spec.out / shard_name("applied", index), applied, APPLIED_SCHEMA)
-        return stats
 
-    from tqdm import tqdm
+def finish(spec: StageSpec, ex: Execution, total: ShardStats) -> StageResult:
+    counts, rates, ops, fails = apply_counts(total)
+    n = max(total.docs_in, 1)
+    log = MetricsLogger.for_stage(spec)
+    log.summary({**{f"apply/{k}": v for k, v in counts.items()},
+                 **{f"apply/{k}": v for k, v in rates.items() if v is not None}})
+    log.table("apply/failure_kinds", ["kind", "count", "per_doc"],
+              [[k, v, v / n] for k, v in sorted(fails.items()) if v])
+    log.close()
+    print(f"[proxlab] refine.apply_{ex.level} ({ex.mode}): kept {total.docs_out}/{total.docs_in} documents, words "
+          f"{counts['words_in']} → {counts['words_out']}; drops {dict(sorted(total.dropped.items()))}; "
+          f"program error rate {rates['program_error_rate']:.4f}; failure kinds "
+          f"{ {k: v for k, v in fails.items() if v} }", flush=True)
+    return StageResult(counts=counts, flops={"refine": 0.0},
+                       extra={"level": ex.level, "mode": ex.mode, "rates": rates, "dropped_by_reason": total.dropped,
+                              "failure_kinds": fails, "ops": ops})
 
-    total = run_sharded(in_shards, spec.out, process, rank, world,
-                        progress=lambda xs: tqdm(xs, desc=f"refine.apply_{level} ({mode})", unit="shard"))
-    if rank == 0:
-        check_accounting(docs_dir, spec.out)
 
+def apply_counts(total: ShardStats) -> tuple[dict[str, Any], dict[str, Any], dict[str, int], dict[str, int]]:
+    """(counts, rates, operations, failure kinds) of the whole stage, from the shards' summed stats."""
     e = total.extra
     n = max(total.docs_in, 1)
     ops = {k.split("/", 1)[1]: int(v) for k, v in e.items() if k.startswith("op/")}
     fails = {k.split("/", 1)[1]: int(v) for k, v in e.items() if k.startswith("fail/")}
     calls = sum(v for k, v in ops.items() if k in ("remove_lines", "remove_all", "normalize", "noop",
                                                    "keep_doc", "drop_doc"))
-    counts = {
-        "docs_in": total.docs_in, "docs_out": total.docs_out, "chars_in": total.chars_in,
-        "chars_out": total.chars_out, "words_in": int(e.get("words_in", 0)), "words_out": int(e.get("words_out", 0)),
-        "tokens_in": int(e.get("tokens_in", 0)), "tokens_out": int(e.get("tokens_out", 0)),
-        "programs": int(e.get("programs", 0)), "errors": int(e.get("errors", 0)),
-        "docs_with_errors": int(e.get("docs_with_errors", 0)),
-        "programs_discarded": int(e.get("programs_discarded", 0)), "lines_removed": int(e.get("lines_removed", 0)),
-        "text_changed": int(e.get("text_changed", 0)),
-        **{f"dropped/{k}": v for k, v in total.dropped.items()},
-        **{f"op/{k}": v for k, v in ops.items()}, **{f"fail/{k}": v for k, v in fails.items()},
-    }
+    counts = {"docs_in": total.docs_in, "docs_out": total.docs_out, "chars_in": total.chars_in,
+              "chars_out": total.chars_out,
+              **{k: int(e.get(k, 0)) for k in ("words_in", "words_out", "tokens_in", "tokens_out", "programs",
+                                               "errors", "docs_with_errors", "programs_discarded", "lines_removed",
+                                               "text_changed")},
+              **{f"dropped/{k}": v for k, v in total.dropped.items()},
+              **{f"op/{k}": v for k, v in ops.items()}, **{f"fail/{k}": v for k, v in fails.items()}}
     rates = {
         "kept_ratio": total.docs_out / n,
         "chars_kept_ratio": total.chars_out / max(total.chars_in, 1),
@@ -227,19 +262,7 @@ def main(spec: StageSpec) -> StageResult:
         "edit_ops_per_program": (ops.get("remove_lines", 0) + ops.get("remove_all", 0) + ops.get("normalize", 0))
         / max(counts["programs"], 1),
     }
-    log = MetricsLogger.for_stage(spec, rank)
-    log.summary({**{f"apply/{k}": v for k, v in counts.items()},
-                 **{f"apply/{k}": v for k, v in rates.items() if v is not None}})
-    log.table("apply/failure_kinds", ["kind", "count", "per_doc"],
-              [[k, v, v / n] for k, v in sorted(fails.items()) if v])
-    log.close()
-    print(f"[proxlab] refine.apply_{level} ({mode}): kept {total.docs_out}/{total.docs_in} documents, words "
-          f"{counts['words_in']} → {counts['words_out']}; drops {dict(sorted(total.dropped.items()))}; "
-          f"program error rate {rates['program_error_rate']:.4f}; failure kinds "
-          f"{ {k: v for k, v in fails.items() if v} }", flush=True)
-    return StageResult(counts=counts, flops={"refine": 0.0},
-                       extra={"level": level, "mode": mode, "rates": rates, "dropped_by_reason": total.dropped,
-                              "failure_kinds": fails, "ops": ops})
+    return counts, rates, ops, fails
 
 
 if __name__ == "__main__":

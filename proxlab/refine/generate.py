@@ -14,38 +14,34 @@ Input: a corpus artifact (`docs-NNNNN.parquet`). Output, per input shard, `progr
 * finish_reason: stop | length | prompt_too_long (not sent: no room left in the model's context) | no_chunks.
 
 Backends (`backend`: hf | vllm | openai) sit behind `proxlab.refine.backends.Backend`. The model is loaded only when a
-shard needs work, so a rerun whose shards are all finished loads nothing. Shards are split by rank
-(`runtime.rank/world_size`, else SLURM_PROCID/SLURM_NTASKS); a finished shard has its `shard-NNNNN.json` and is never
-redone; an interrupted one is redone from its start. At the end the stage checks that the programs cover every input
-id exactly as described, and reports prompt/generated tokens and inference FLOPs (2·N·(prompt + generated), N = the
-refiner's non-embedding parameters).
+shard needs work, so a rerun whose shards are all finished loads nothing. Shards are placed by the shard executor
+(`proxlab.core.sharding`: SPMD ranks or job-array claims); a finished shard is never redone, an interrupted one is
+redone from its start. Before the stage completes, its check proves that the programs cover every input id exactly as
+described; it reports prompt/generated tokens and inference FLOPs (2·N·(prompt + generated), N = the refiner's
+non-embedding parameters), and names the refiner it ran in `refiner.json` for the apply stage.
 
 This module runs in the vLLM environment too: no LitGPT, Hydra or W&B at import time (tracking imports W&B lazily).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 
-from proxlab.experiments.config import generate_settings
-from proxlab.experiments.flops import inference_flops
-from proxlab.experiments.spec import StageResult, StageSpec, rank_and_world, stage_cli
-from proxlab.experiments.tracking import MetricsLogger
-from proxlab.refine.shards import ShardStats, list_shards, read_docs, run_sharded, shard_name, write_parquet
+from proxlab.core.config import GenerateConfig, load
+from proxlab.core.flops import inference_flops
+from proxlab.core.formats import (NO_CHUNKS, PROGRAM_SCHEMA, PROGRAMS, REFINER_FILE, list_shards, read_docs,
+                                  shard_index, shard_name, write_parquet)
+from proxlab.core.sharding import ShardStats, ShardWork, run_shards
+from proxlab.core.stage import StageResult, StageSpec, accelerator_device, atomic_write_text, stage_cli
+from proxlab.core.tracking import MetricsLogger
 
-PROGRAM_SCHEMA = pa.schema([
-    ("id", pa.string()), ("chunk_index", pa.int32()), ("start_line", pa.int32()), ("end_line", pa.int32()),
-    ("prompt_tokens", pa.int32()), ("output", pa.string()), ("output_tokens", pa.int32()),
-    ("finish_reason", pa.string()),
-])
-PROGRAMS = "programs"
-NO_CHUNKS = "no_chunks"
 LEVELS = ("doc", "chunk")
 
 
@@ -73,20 +69,19 @@ def is_repetitive(output: str, token_ids: list[int] | None = None, min_repeats: 
 class PromptBuilder:
     """Doc- or chunk-level prompts (token ids) for documents, with the refiner's tokenizer and chat format.
 
-    `cfg` holds every GenerateConfig setting and `level` (``proxlab.experiments.config.generate_settings``)."""
+    """
 
-    def __init__(self, cfg: dict[str, Any], tokenizer):
+    def __init__(self, cfg: GenerateConfig, level: str, tokenizer):
         from proxlab.refine.chunking import hf_token_counter
 
-        self.cfg = cfg
-        self.level = cfg["level"]
+        self.level = level
         self.tokenizer = tokenizer
-        self.chat_format = cfg["chat_format"]
-        self.truncation = cfg["truncation"]
-        self.max_prompt_tokens = int(cfg["max_prompt_tokens"])
-        self.chunk_tokens = int(cfg["chunk_tokens"])
-        self.overlong = cfg["overlong_line"]
-        self.counter = hf_token_counter(tokenizer) if self.level == "chunk" else None
+        self.chat_format = cfg.chat_format
+        self.truncation = cfg.truncation
+        self.max_prompt_tokens = cfg.max_prompt_tokens
+        self.chunk_tokens = cfg.chunk_tokens
+        self.overlong = cfg.overlong_line
+        self.counter = hf_token_counter(tokenizer) if level == "chunk" else None
 
     def doc_prompt(self, text: str) -> tuple[list[int], bool]:
         """(prompt ids, whether the prompt was truncated)."""
@@ -112,13 +107,13 @@ class PromptBuilder:
             n_lines = text.count("\n") + 1
             if self.level == "doc":
                 ids, truncated = self.doc_prompt(text)
-                stats.extra["prompts_truncated"] = stats.extra.get("prompts_truncated", 0) + int(truncated)
+                stats.count("prompts_truncated", int(truncated))
                 rows.append({"id": doc["id"], "chunk_index": 0, "start_line": 0, "end_line": n_lines - 1})
                 prompts.append(ids)
                 continue
             chunks = chunk_document(text, self.counter, self.chunk_tokens, self.overlong)
             skipped = len(uncovered_lines(chunks, n_lines)) if self.overlong == "skip" else 0
-            stats.extra["lines_skipped_overlong"] = stats.extra.get("lines_skipped_overlong", 0) + skipped
+            stats.count("lines_skipped_overlong", skipped)
             if not chunks:
                 rows.append({"id": doc["id"], "chunk_index": -1, "start_line": 0, "end_line": n_lines - 1})
                 prompts.append(None)
@@ -138,7 +133,7 @@ class PromptBuilder:
 def check_programs(docs_dir: Path, programs_dir: Path, level: str) -> None:
     """Every input document has its programs, in order, and nothing else: the stage fails otherwise."""
     for shard in list_shards(docs_dir):
-        index = int(shard.stem.rsplit("-", 1)[1])
+        index = shard_index(shard)
         ids = pq.read_table(shard, columns=["id"]).column("id").to_pylist()
         path = Path(programs_dir) / shard_name(PROGRAMS, index)
         if not path.exists():
@@ -173,130 +168,153 @@ def check_programs(docs_dir: Path, programs_dir: Path, level: str) -> None:
 # The stage
 
 
-def _cache_root() -> Path:
-    from proxlab.experiments.paths import models_cache_dir
+class ShardGenerator:
+    """`process(index, path)` of the shard executor: prompts, generation and the programs file of one shard.
 
-    return models_cache_dir().parent
+    The backend is built on the first shard that needs it, so a rerun whose shards are all finished loads no model."""
 
+    def __init__(self, spec: StageSpec, cfg: GenerateConfig, level: str):
+        self.spec, self.cfg, self.level = spec, cfg, level
+        self.backend = None
+        self.builder: PromptBuilder | None = None
+        self.log = MetricsLogger.for_stage(spec)
+        self.docs_done = self.calls = 0
+        self.t0 = time.perf_counter()
 
-def _device(runtime: dict[str, Any]) -> str | None:
-    acc = runtime.get("accelerator", "auto")
-    return {"cpu": "cpu", "gpu": "cuda"}.get(acc)
+    def _load(self) -> None:
+        from proxlab.refine.backends import make_backend
 
+        self.backend = make_backend(self.cfg, data_dir=self.spec.runtime.get("data_dir"), cache_root=_cache_root(),
+                                    device=accelerator_device(self.spec.runtime.get("accelerator")))
+        self.builder = PromptBuilder(self.cfg, self.level, self.backend.tokenizer)
+        self.t0 = time.perf_counter()  # throughput is measured from here, without the model load
+        print(f"[proxlab] refine.generate_{self.level}: {self.backend.name} backend, model {self.cfg.model} "
+              f"({self.backend.model_path}), loaded in {self.backend.stats.load_s:.1f} s", flush=True)
 
-def main(spec: StageSpec) -> StageResult:
-    from tqdm import tqdm
-
-    from proxlab.models import resolve_model
-    from proxlab.refine.backends import make_backend
-    from proxlab.refine.backends.base import PROMPT_TOO_LONG, param_counts
-
-    cfg = generate_settings(spec.config, spec.runtime)
-    level = cfg.get("level")
-    if level not in LEVELS:
-        raise ValueError(f"refine generate: config level={level!r}, expected one of {LEVELS}")
-    rank, world = rank_and_world(spec.runtime.get("rank"), spec.runtime.get("world_size"))
-    data_dir = spec.runtime.get("data_dir")
-    in_dir = spec.input("docs")
-    in_shards = list_shards(in_dir)
-    max_new = int(cfg["max_new_tokens"])
-    window = max(1, int(cfg["docs_per_shard"]))  # documents per backend call (progress, memory)
-    log = MetricsLogger.for_stage(spec, rank)
-    state: dict[str, Any] = {"backend": None, "builder": None, "docs_done": 0, "t0": time.perf_counter(), "step": 0}
-
-    def backend():
-        if state["backend"] is None:
-            b = make_backend(cfg, data_dir=data_dir, cache_root=_cache_root(), device=_device(spec.runtime))
-            state["backend"], state["builder"] = b, PromptBuilder(cfg, b.tokenizer)
-            state["t0"] = time.perf_counter()  # throughput is measured from here, without the model load
-            print(f"[proxlab] refine.generate_{level}: {b.name} backend, model {cfg['model']} "
-                  f"({b.model_path}), loaded in {b.stats.load_s:.1f} s", flush=True)
-        return state["backend"]
-
-    def process(index: int, path: Path) -> ShardStats:
+    def __call__(self, index: int, path: Path) -> ShardStats:
         t_shard = time.perf_counter()
         docs = read_docs(path)
         stats = ShardStats(docs_in=len(docs), docs_out=len(docs))
         stats.chars_in = stats.chars_out = sum(len(d["text"]) for d in docs)
         out_rows: list[dict[str, Any]] = []
-        extra = stats.extra
-        for w in range(0, len(docs), window):
-            b = backend()
-            part = docs[w: w + window]
-            rows, prompts = state["builder"].rows(part, stats)
-            todo = [i for i, p in enumerate(prompts) if p is not None]
-            gens = b.generate([prompts[i] for i in todo], max_new) if todo else []
-            by_row = dict(zip(todo, gens))
-            for i, row in enumerate(rows):
-                g = by_row.get(i)
-                if g is None:
-                    out_rows.append({**row, "prompt_tokens": 0, "output": "", "output_tokens": 0,
-                                     "finish_reason": NO_CHUNKS})
-                    extra["finish/" + NO_CHUNKS] = extra.get("finish/" + NO_CHUNKS, 0) + 1
-                    continue
-                out_rows.append({**row, "prompt_tokens": g.prompt_tokens, "output": g.text,
-                                 "output_tokens": g.output_tokens, "finish_reason": g.finish_reason})
-                extra["prompts"] = extra.get("prompts", 0) + 1
-                key = "prompt_tokens_skipped" if g.finish_reason == PROMPT_TOO_LONG else "prompt_tokens"
-                extra[key] = extra.get(key, 0) + g.prompt_tokens
-                extra["output_tokens"] = extra.get("output_tokens", 0) + g.output_tokens
-                extra["finish/" + g.finish_reason] = extra.get("finish/" + g.finish_reason, 0) + 1
-                if g.finish_reason != PROMPT_TOO_LONG:
-                    extra["fail/empty_output"] = extra.get("fail/empty_output", 0) + int(not g.text.strip())
-                    extra["fail/repeated_output"] = (extra.get("fail/repeated_output", 0)
-                                                     + int(is_repetitive(g.text, g.token_ids)))
-            state["docs_done"] += len(part)
-            state["step"] += 1
-            elapsed = time.perf_counter() - state["t0"]
-            log.log({"generate/docs_done": state["docs_done"], "generate/docs_per_s": state["docs_done"] / elapsed,
-                     "generate/output_tokens": b.stats.output_tokens,
-                     "generate/output_tokens_per_s": b.stats.output_tokens / max(b.stats.generate_s, 1e-9)},
-                    step=state["step"])
-        extra["chunks" if level == "chunk" else "docs_prompted"] = float(sum(1 for r in out_rows
-                                                                              if r["chunk_index"] >= 0))
-        write_parquet(spec.out / shard_name(PROGRAMS, index), out_rows, PROGRAM_SCHEMA)
-        extra["wall_s"] = time.perf_counter() - t_shard
+        for w in range(0, len(docs), self.cfg.docs_per_call):
+            out_rows += self._generate(docs[w: w + self.cfg.docs_per_call], stats)
+        stats.count("chunks" if self.level == "chunk" else "docs_prompted",
+                    sum(1 for r in out_rows if r["chunk_index"] >= 0))
+        write_parquet(self.spec.out / shard_name(PROGRAMS, index), out_rows, PROGRAM_SCHEMA)
+        stats.count("wall_s", time.perf_counter() - t_shard)
         return stats
 
-    total = run_sharded(in_shards, spec.out, process, rank, world,
-                        progress=lambda xs: tqdm(xs, desc=f"refine.generate_{level}", unit="shard"))
-    timing = {"backend_load_s": 0.0, "backend_generate_s": 0.0}
-    if state["backend"] is not None:
-        timing = {"backend_load_s": round(state["backend"].stats.load_s, 3),
-                  "backend_generate_s": round(state["backend"].stats.generate_s, 3)}
-        state["backend"].close()
-    if rank == 0:
-        check_programs(in_dir, spec.out, level)
+    def _generate(self, docs: list[dict[str, Any]], stats: ShardStats) -> list[dict[str, Any]]:
+        """Rows for one backend call's documents; rows without a prompt (no chunks) get no model call."""
+        if self.backend is None:
+            self._load()
+        rows, prompts = self.builder.rows(docs, stats)
+        todo = [i for i, p in enumerate(prompts) if p is not None]
+        gens = dict(zip(todo, self.backend.generate([prompts[i] for i in todo], self.cfg.max_new_tokens)
+                        if todo else []))
+        out = [_program_row(row, gens.get(i), stats) for i, row in enumerate(rows)]
+        self.docs_done += len(docs)
+        self.calls += 1
+        elapsed, b = time.perf_counter() - self.t0, self.backend.stats
+        self.log.log({"generate/docs_done": self.docs_done, "generate/docs_per_s": self.docs_done / elapsed,
+                      "generate/output_tokens": b.output_tokens,
+                      "generate/output_tokens_per_s": b.output_tokens / max(b.generate_s, 1e-9)}, step=self.calls)
+        return out
 
-    model_path = resolve_model(cfg["model"], data_dir)
+    def close(self) -> dict[str, float]:
+        """Free the engine; the load and generate seconds of this process."""
+        self.log.close()
+        if self.backend is None:
+            return {"backend_load_s": 0.0, "backend_generate_s": 0.0}
+        timing = {"backend_load_s": round(self.backend.stats.load_s, 3),
+                  "backend_generate_s": round(self.backend.stats.generate_s, 3)}
+        self.backend.close()
+        return timing
+
+
+def _program_row(row: dict[str, Any], g, stats: ShardStats) -> dict[str, Any]:
+    """An output row from a generation (None: a document without chunks), counted into `stats`."""
+    from proxlab.refine.backends.base import PROMPT_TOO_LONG
+
+    if g is None:
+        stats.count("finish/" + NO_CHUNKS)
+        return {**row, "prompt_tokens": 0, "output": "", "output_tokens": 0, "finish_reason": NO_CHUNKS}
+    stats.count("prompts")
+    stats.count("prompt_tokens_skipped" if g.finish_reason == PROMPT_TOO_LONG else "prompt_tokens", g.prompt_tokens)
+    stats.count("output_tokens", g.output_tokens)
+    stats.count("finish/" + g.finish_reason)
+    if g.finish_reason != PROMPT_TOO_LONG:
+        stats.count("fail/empty_output", int(not g.text.strip()))
+        stats.count("fail/repeated_output", int(is_repetitive(g.text, g.token_ids)))
+    return {**row, "prompt_tokens": g.prompt_tokens, "output": g.text, "output_tokens": g.output_tokens,
+            "finish_reason": g.finish_reason}
+
+
+def _cache_root() -> Path:
+    from proxlab.core.paths import models_cache_dir
+
+    return models_cache_dir().parent
+
+
+def main(spec: StageSpec) -> StageResult | None:
+    level = spec.config.get("level")
+    if level not in LEVELS:
+        raise ValueError(f"refine generate: config level={level!r}, expected one of {LEVELS}")
+    cfg = load(GenerateConfig, {k: v for k, v in spec.config.items() if k != "level"},
+               spec.runtime.get("settings"), where=f"refine.{level}")
+    docs = spec.input("docs")
+    generator = ShardGenerator(spec, cfg, level)
+    try:
+        total = run_shards(spec, ShardWork(shards=list_shards(docs), process=generator,
+                                           check=partial(check_programs, docs, spec.out, level), desc=level))
+    finally:
+        timing = generator.close()
+    return None if total is None else finish(spec, cfg, level, total, timing)
+
+
+def finish(spec: StageSpec, cfg: GenerateConfig, level: str, total: ShardStats,
+           timing: dict[str, float]) -> StageResult:
+    from proxlab.models import resolve_model
+    from proxlab.refine.backends.base import param_counts
+
+    data_dir = spec.runtime.get("data_dir")
+    model_path = resolve_model(cfg.model, data_dir)
+    tokenizer_path = resolve_model(cfg.tokenizer, data_dir) if cfg.tokenizer else model_path
+    atomic_write_text(spec.out / REFINER_FILE, json.dumps(
+        {"model": cfg.model, "model_path": model_path, "tokenizer_path": tokenizer_path}, indent=2))
     n_total, n_nonembed = param_counts(model_path)
-    e = total.extra
-    prompt_tokens, output_tokens = int(e.get("prompt_tokens", 0)), int(e.get("output_tokens", 0))
-    prompts = int(e.get("prompts", 0))
-    finish = {k.split("/", 1)[1]: int(v) for k, v in e.items() if k.startswith("finish/")}
-    failures = {k.split("/", 1)[1]: int(v) for k, v in e.items() if k.startswith("fail/")}
-    counts = {"docs_in": total.docs_in, "docs_out": total.docs_out, "prompts": prompts,
-              "prompt_tokens": prompt_tokens, "output_tokens": output_tokens,
-              "tokens_in": prompt_tokens, "tokens_generated": output_tokens,
-              "prompt_tokens_skipped": int(e.get("prompt_tokens_skipped", 0)),
-              "prompts_truncated": int(e.get("prompts_truncated", 0)),
-              **({"chunks": int(e.get("chunks", 0)), "lines_skipped_overlong": int(e.get("lines_skipped_overlong", 0))}
-                 if level == "chunk" else {}),
-              **{f"finish/{k}": v for k, v in finish.items()}, **{f"fail/{k}": v for k, v in failures.items()}}
-    flops = inference_flops(n_nonembed, prompt_tokens, output_tokens)
-    summary = {f"generate/{k}": v for k, v in counts.items()}
-    summary.update({"generate/params_non_embedding": n_nonembed, "generate/flops": flops,
-                    "generate/output_tokens_per_prompt": output_tokens / max(prompts, 1),
-                    **{f"generate/fail_rate/{k}": v / max(prompts, 1) for k, v in failures.items()}})
-    log.summary(summary)
+    counts = generation_counts(total, level)
+    flops = inference_flops(n_nonembed, counts["prompt_tokens"], counts["output_tokens"])
+    prompts = counts["prompts"]
+    failures = {k.split("/", 1)[1]: v for k, v in counts.items() if k.startswith("fail/")}
+    finish_reasons = {k.split("/", 1)[1]: v for k, v in counts.items() if k.startswith("finish/")}
+    log = MetricsLogger.for_stage(spec)
+    log.summary({**{f"generate/{k}": v for k, v in counts.items()},
+                 "generate/params_non_embedding": n_nonembed, "generate/flops": flops,
+                 "generate/output_tokens_per_prompt": counts["output_tokens"] / max(prompts, 1),
+                 **{f"generate/fail_rate/{k}": v / max(prompts, 1) for k, v in failures.items()}})
     log.close()
     print(f"[proxlab] refine.generate_{level}: {prompts} prompts for {total.docs_in} documents, "
-          f"{prompt_tokens} prompt + {output_tokens} generated tokens, {flops:.3e} FLOPs (N={n_nonembed:,}); "
-          f"finish {finish}; failures {failures}", flush=True)
+          f"{counts['prompt_tokens']} prompt + {counts['output_tokens']} generated tokens, {flops:.3e} FLOPs "
+          f"(N={n_nonembed:,}); finish {finish_reasons}; failures {failures}", flush=True)
     return StageResult(counts=counts, flops={"refine": flops},
-                       extra={"level": level, "backend": cfg["backend"], "model": cfg["model"],
-                              "model_path": model_path, "params_total": n_total, "params_non_embedding": n_nonembed,
-                              "finish_reasons": finish, "failures": failures, **timing})
+                       extra={"level": level, "backend": cfg.backend, "model": cfg.model, "model_path": model_path,
+                              "params_total": n_total, "params_non_embedding": n_nonembed,
+                              "finish_reasons": finish_reasons, "failures": failures, **timing})
+
+
+def generation_counts(total: ShardStats, level: str) -> dict[str, int]:
+    e = total.extra
+    counts = {"docs_in": total.docs_in, "docs_out": total.docs_out, "prompts": int(e.get("prompts", 0)),
+              "prompt_tokens": int(e.get("prompt_tokens", 0)), "output_tokens": int(e.get("output_tokens", 0)),
+              "prompt_tokens_skipped": int(e.get("prompt_tokens_skipped", 0)),
+              "prompts_truncated": int(e.get("prompts_truncated", 0))}
+    counts["tokens_in"], counts["tokens_generated"] = counts["prompt_tokens"], counts["output_tokens"]
+    if level == "chunk":
+        counts.update(chunks=int(e.get("chunks", 0)), lines_skipped_overlong=int(e.get("lines_skipped_overlong", 0)))
+    counts.update({k: int(v) for k, v in e.items() if k.startswith(("finish/", "fail/"))})
+    return counts
 
 
 if __name__ == "__main__":

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from proxlab.experiments.spec import StageResult, StageSpec, append_jsonl, stage_cli
-from proxlab.experiments.paths import under_data_dir
-from proxlab.refine.shards import DOC_SCHEMA, shard_name, write_parquet
+from proxlab.core.config import CorpusConfig, load
+from proxlab.core.formats import DOC_SCHEMA, shard_name, write_parquet
+from proxlab.core.paths import under_data_dir
+from proxlab.core.stage import StageResult, StageSpec, append_jsonl, stage_cli
 
 
 class BadInputError(ValueError):
@@ -111,17 +112,17 @@ def _small(v: Any) -> bool:
     return isinstance(v, (str, int, float, bool)) and len(str(v)) < 2000 or v is None
 
 
-def read_hf(cfg: dict[str, Any], bad: BadLineCounter) -> Iterator[RawDoc]:
+def read_hf(cfg: CorpusConfig, bad: BadLineCounter) -> Iterator[RawDoc]:
     from datasets import load_dataset
 
-    ds = load_dataset(cfg["hf_dataset"], cfg.get("hf_config"), split=cfg["hf_split"], streaming=True)
+    ds = load_dataset(cfg.hf_dataset, cfg.hf_config, split=cfg.hf_split, streaming=True)
     for i, rec in enumerate(ds):
-        text = rec.get(cfg["text_field"])
+        text = rec.get(cfg.text_field)
         if not isinstance(text, str):
-            bad(f"{cfg['hf_dataset']}[{i}]", f"field {cfg['text_field']!r} missing or not a string")
+            bad(f"{cfg.hf_dataset}[{i}]", f"field {cfg.text_field!r} missing or not a string")
             continue
-        raw_id = rec.get(cfg["id_field"]) if cfg.get("id_field") else None
-        yield RawDoc(f"{cfg['hf_dataset']}/{raw_id if raw_id is not None else i}", text, cfg["hf_dataset"], {})
+        raw_id = rec.get(cfg.id_field) if cfg.id_field else None
+        yield RawDoc(f"{cfg.hf_dataset}/{raw_id if raw_id is not None else i}", text, cfg.hf_dataset, {})
 
 
 def sample_key(seed: int, doc_id: str) -> int:
@@ -149,28 +150,28 @@ def deterministic_sample(docs: Iterator[RawDoc], n: int | None, seed: int) -> tu
 
 
 def main(spec: StageSpec) -> StageResult:
-    cfg = spec.config
-    bad = BadLineCounter(cfg["on_bad_line"], spec.out / "bad_lines.jsonl")
+    cfg = load(CorpusConfig, spec.config, where="corpus")
+    bad = BadLineCounter(cfg.on_bad_line, spec.out / "bad_lines.jsonl")
     dropped: dict[str, int] = {}
-    if cfg["source"] == "hf":
+    if cfg.source == "hf":
         stream = read_hf(cfg, bad)
-        where = cfg["hf_dataset"]
-    elif cfg["source"] == "local":
-        root = under_data_dir(cfg.get("path"), "web", spec.runtime.get("data_dir"))
-        files = corpus_files(root, cfg["include"], cfg["exclude"])
+        where = cfg.hf_dataset
+    elif cfg.source == "local":
+        root = under_data_dir(cfg.path, "web", spec.runtime.get("data_dir"))
+        files = corpus_files(root, cfg.include, cfg.exclude)
         where = str(root)
-        stream = (d for f in files for d in read_local(f, cfg["text_field"], cfg.get("id_field"), cfg["min_chars"],
+        stream = (d for f in files for d in read_local(f, cfg.text_field, cfg.id_field, cfg.min_chars,
                                                         bad, dropped))
     else:
-        raise ValueError(f"corpus.source={cfg['source']!r}: expected 'local' or 'hf'")
+        raise ValueError(f"corpus.source={cfg.source!r}: expected 'local' or 'hf'")
 
     from tqdm import tqdm
 
     docs, seen, duplicates = deterministic_sample(tqdm(stream, desc="prepare: reading", unit="doc"),
-                                                  cfg.get("num_docs"), cfg["seed"])
+                                                  cfg.num_docs, cfg.seed)
     if not docs:
         raise RuntimeError(f"prepare: no usable documents in {where}")
-    per_shard = cfg["docs_per_shard"]
+    per_shard = cfg.docs_per_shard
     n_shards = (len(docs) + per_shard - 1) // per_shard
     for i in range(n_shards):
         rows = [{"id": d.id, "text": d.text, "source": d.source, "meta": json.dumps(d.meta, sort_keys=True)}

@@ -83,10 +83,11 @@ def rules_decider(filters: Sequence[str], c4_terminal_punct: bool | None = None,
     C4's terminal-punctuation line rule: on for C4 alone (the original C4 rule), off in the chain (FineWeb's setting,
     as conf/refine/rules.yaml).
     """
+    from proxlab.core.config import RulesConfig
     from proxlab.refine.rules import apply_filters, build_filters
 
     punct = (list(filters) == ["c4"]) if c4_terminal_punct is None else c4_terminal_punct
-    flts = build_filters({"filters": list(filters), "c4_terminal_punct": punct, "language": language})
+    flts = build_filters(RulesConfig(filters=list(filters), c4_terminal_punct=punct, language=language))
 
     def decide(texts: list[str]) -> list[bool]:
         return [apply_filters(flts, t, str(i))[1] is None for i, t in enumerate(texts)]
@@ -96,21 +97,21 @@ def rules_decider(filters: Sequence[str], c4_terminal_punct: bool | None = None,
 
 def model_decider(cfg: dict[str, Any], prompt: str = "prox", mode: str = "compat", data_dir: str | None = None,
                   outputs: list | None = None) -> Decide:
-    """Keep iff the refiner's doc-level program keeps. `cfg` is a GenerateConfig-shaped dict (backend, model, ...);
+    """Keep iff the refiner's doc-level program keeps. `cfg` holds GenerateConfig settings (backend, model, ...);
     settings it omits take the schema's defaults."""
-    from proxlab.experiments.config import generate_settings
+    from proxlab.core.config import GenerateConfig, load
     from proxlab.refine.backends import make_backend
     from proxlab.refine.programs import run_doc_program
     from proxlab.refine.prompts import encode_prompt, render_chat, render_doc_prompt
 
-    cfg = generate_settings(cfg)
+    cfg = load(GenerateConfig, cfg, where="refiner")
     backend = make_backend(cfg, data_dir=data_dir)
     tok = backend.tokenizer
-    max_prompt = int(cfg["max_prompt_tokens"])
+    max_prompt = cfg.max_prompt_tokens
 
     def prompt_ids(text: str) -> list[int]:
         if prompt == "prox":
-            return render_doc_prompt(text, tok, max_prompt, cfg["truncation"], cfg["chat_format"])
+            return render_doc_prompt(text, tok, max_prompt, cfg.truncation, cfg.chat_format)
         if prompt != "judge":
             raise ValueError(f"prompt must be prox or judge, not {prompt!r}")
         # Cut the document, not the instruction: shorten the text until the prompt fits.
@@ -121,7 +122,7 @@ def model_decider(cfg: dict[str, Any], prompt: str = "prox", mode: str = "compat
         return encode_prompt(render_chat(JUDGE_PROMPT.format(text=text), tok), tok)
 
     def decide(texts: list[str]) -> list[bool]:
-        gens = backend.generate([prompt_ids(t) for t in texts], int(cfg["max_new_tokens"]))
+        gens = backend.generate([prompt_ids(t) for t in texts], cfg.max_new_tokens)
         if outputs is not None:
             outputs.extend(g.text for g in gens)
         return [not run_doc_program(t, g.text, mode=mode).dropped for t, g in zip(texts, gens)]
@@ -170,7 +171,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
     if args.data:
         data = Path(args.data)
     else:
-        from proxlab.experiments.paths import data_dir
+        from proxlab.core.paths import data_dir
 
         try:
             data = data_dir() / DCLM_FILE

@@ -15,15 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from proxlab.experiments.paths import REPO_ROOT
-from proxlab.experiments.spec import read_jsonl
+from proxlab.core.paths import REPO_ROOT
+from proxlab.core.stage import read_jsonl
 
 SMALL = ["exp=smoke", "corpus.num_docs=300", "corpus.docs_per_shard=100", "train.max_steps=12",
          "train.save_interval=4", "train.log_interval=2", "eval.limit=20", "model.tokenizer.vocab_size=1024"]
 
 
 def proxlab_cmd(tmp: Path, *overrides: str) -> list[str]:
-    return [sys.executable, "-m", "proxlab.experiments.cli", "run", *SMALL, *overrides,
+    return [sys.executable, "-m", "proxlab.cli", "run", *SMALL, *overrides,
             f"paths.artifacts_dir={tmp / 'artifacts'}", f"paths.runs_dir={tmp / 'runs'}"]
 
 

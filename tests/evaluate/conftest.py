@@ -15,7 +15,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_SILENT", "true")
 
-from proxlab.evaluate.data import read_jsonl, resolve_data_dir  # noqa: E402
+from proxlab.evaluate.tasks.data import read_jsonl, resolve_data_dir  # noqa: E402
 
 DATA_DIR = resolve_data_dir()
 
@@ -87,6 +87,6 @@ def tiny_artifact(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_hf(tiny_artifact, tmp_path_factory) -> Path:
-    from proxlab.evaluate.convert import litgpt_to_hf
+    from proxlab.evaluate.lms.convert import litgpt_to_hf
 
     return litgpt_to_hf(tiny_artifact / "final", tmp_path_factory.mktemp("hf") / "model")

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from proxlab.evaluate import general_tasks as g
-from proxlab.evaluate import selection_tasks as sel
-from proxlab.evaluate.data import MissingTaskData, lighteval_subset, read_jsonl, resolve_data_dir
-from proxlab.evaluate.suites import (SUITES, TASKS_DIR, check_data, generated_yamls, get_suite, resolve_tasks)
+from proxlab.evaluate.tasks import general_docs as g
+from proxlab.evaluate.tasks import selection_docs as sel
+from proxlab.evaluate.tasks.data import MissingTaskData, lighteval_subset, read_jsonl, resolve_data_dir
+from proxlab.evaluate.tasks.suites import (SUITES, TASKS_DIR, check_data, generated_yamls, get_suite, resolve_tasks)
 
 DATA_DIR = resolve_data_dir()
 
@@ -108,7 +108,7 @@ def test_selection_formats_follow_lm_eval():
 def test_task_yamls_in_sync_with_generator():
     gen = generated_yamls()
     on_disk = {str(p.relative_to(TASKS_DIR)): p.read_text() for p in TASKS_DIR.rglob("*.yaml")}
-    assert on_disk == gen, "run `python -m proxlab.evaluate.suites` to regenerate the task YAMLs"
+    assert on_disk == gen, "run `python -m proxlab.evaluate.tasks.suites` to regenerate the task YAMLs"
     assert sum(1 for k in gen if k.startswith("general/general_mmlu_")) == 57
 
 
@@ -138,7 +138,7 @@ def test_conf_eval_files_compose():
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from proxlab.experiments.config import register_schemas
+    from proxlab.runner.compose import register_schemas
 
     register_schemas()
     names = sorted(p.stem for p in (REPO / "conf" / "eval").glob("*.yaml"))
@@ -150,3 +150,27 @@ def test_conf_eval_files_compose():
             assert [t.name for t in resolve_tasks(suite, cfg["tasks"])] == (cfg["tasks"] or list(suite.tasks))
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         assert compose("config", overrides=["eval=general"]).eval.tasks[4] == "mmlu"
+
+
+def test_hellaswag_preprocess_one_function_two_formats():
+    """Both suites clean HellaSwag text with common.hellaswag_preprocess; only ``strip`` differs (lighteval as ProX ran
+    it for the general suite, lm-eval's utils.py for the selection suite)."""
+    from proxlab.evaluate.tasks.common import hellaswag_preprocess
+
+    text = " Tips: Do it. [title] Then see [step] here  "
+    assert hellaswag_preprocess(text, strip=False) == " Tips: Do it.. Then see here "
+    assert hellaswag_preprocess(text, strip=True) == "Tips: Do it.. Then see here"
+    row = first("hellaswag_validation")
+    assert g.hellaswag(row, 0)["choices"] == [hellaswag_preprocess(e, strip=False) for e in row["endings"]]
+    assert sel.hellaswag(row, 0)["choices"] == [hellaswag_preprocess(e, strip=True) for e in row["endings"]]
+
+
+def test_eval_config_defaults_come_from_the_schema():
+    from proxlab.core.config import EvalConfig
+    from proxlab.evaluate.runner import eval_config
+
+    cfg = eval_config({"suite": "math", "tasks": []})
+    assert cfg == EvalConfig(suite="math", tasks=[])  # every omitted key takes EvalConfig's default
+    assert eval_config(cfg) is cfg and eval_config(None) == EvalConfig()
+    with pytest.raises(KeyError, match="hf_impl"):  # not an eval setting: a parameter of make_lm / evaluate_model
+        eval_config({"suite": "general", "hf_impl": "hflm"})

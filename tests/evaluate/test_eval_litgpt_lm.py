@@ -9,10 +9,10 @@ import pytest
 import torch
 from lm_eval.api.instance import Instance
 
-from proxlab.evaluate import general_tasks as g
-from proxlab.evaluate import math_tasks as mt
-from proxlab.evaluate.data import MissingTaskData, lighteval_subset, read_jsonl, resolve_data_dir
-from proxlab.evaluate.litgpt_lm import LitGPTLM
+from proxlab.evaluate.tasks import general_docs as g
+from proxlab.evaluate.tasks import math_docs as mt
+from proxlab.evaluate.tasks.data import MissingTaskData, lighteval_subset, read_jsonl, resolve_data_dir
+from proxlab.evaluate.lms.litgpt import LitGPTLM
 from proxlab.evaluate.runner import evaluate_model, make_lm, run_suite
 
 DATA_DIR = resolve_data_dir()
@@ -55,7 +55,7 @@ def test_tiny_mc_on_litgpt_checkpoint(tiny_artifact, tmp_path):
     assert on_disk["tasks"] == res["tasks"] and on_disk["checkpoint"] == "final" and on_disk["step"] == 20
     assert list(res["tasks"]) == ["arc_easy", "arc_challenge", "hellaswag", "piqa", "sciq"]
     avg = sum(e["acc_norm"] for e in res["tasks"].values()) / 5
-    assert res["average"] == pytest.approx(avg) and res["metric"] == "acc_norm"
+    assert res["avg"] == pytest.approx(avg) and res["metric"] == "acc_norm"
     for name, e in res["tasks"].items():
         assert e["n"] == 6 and e["metric"] == "acc_norm" and 0 <= e["acc"] <= 1 and 0 <= e["acc_norm"] <= 1
         rows = [json.loads(x) for x in (tmp_path / "samples" / f"general_{name}.jsonl").read_text().splitlines()]
@@ -121,9 +121,9 @@ def test_selection_fewshot_and_missing_task(lit_lm):
 
 
 def test_math_pipeline_prompts(lit_lm, tmp_path):
-    res = run_suite(lit_lm, {"suite": "math", "limit": 1, "max_gen_toks": 4}, samples_dir=tmp_path)
+    res = run_suite(lit_lm, {"suite": "math", "tasks": [], "limit": 1, "max_gen_toks": 4}, samples_dir=tmp_path)
     assert set(res["tasks"]) == set(mt.QA_TASKS + mt.PS_TASKS) and res["metric"] == "acc"
-    from proxlab.evaluate.suites import MATH
+    from proxlab.evaluate.tasks.suites import MATH
 
     for task, (file, shots) in MATH.items():
         rec = json.loads((tmp_path / f"math_{task}.jsonl").read_text().splitlines()[0])

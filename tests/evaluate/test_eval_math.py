@@ -10,10 +10,10 @@ import json
 
 import pytest
 
-from proxlab.evaluate import math_tasks as mt
-from proxlab.evaluate.data import read_jsonl, resolve_data_dir
-from proxlab.evaluate.math_grader import extract_answer, math_equal, math_equal_timeout, strip_string
-from proxlab.evaluate.suites import MATH
+from proxlab.evaluate.tasks import math_docs as mt
+from proxlab.evaluate.tasks.data import read_jsonl, resolve_data_dir
+from proxlab.evaluate.tasks.math_grader import extract_answer, math_equal, math_equal_timeout, strip_string
+from proxlab.evaluate.tasks.suites import MATH
 
 DATA_DIR = resolve_data_dir()
 TASKS = list(MATH)

@@ -35,7 +35,7 @@ def test_smollm2_litgpt_matches_hf(tmp_path):
     import torch
     from litgpt.scripts.convert_hf_checkpoint import convert_hf_checkpoint
 
-    from proxlab.evaluate.litgpt_lm import LitGPTLM
+    from proxlab.evaluate.lms.litgpt import LitGPTLM
     from proxlab.evaluate.runner import make_lm, run_suite
     from proxlab.models.smollm2 import ensure_smollm2
 

@@ -9,9 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
-from proxlab.experiments.spec import StageSpec, read_jsonl, run_stage
+from proxlab.core.stage import StageSpec, read_jsonl, run_stage
 from proxlab.evaluate.stage import list_checkpoints, main
 
 torch.set_num_threads(1)
@@ -39,18 +40,18 @@ def test_stage_all_checkpoints(tiny_artifact, tmp_path):
     step10 = json.loads((out / "by_step" / "step-00000010.json").read_text())
     assert final["checkpoint"] == "final" and final["step"] == 20 and set(final["tasks"]) == {"arc_easy", "piqa"}
     assert step10["checkpoint"] == "step-00000010" and step10["step"] == 10
-    assert final["tasks"] != step10["tasks"] or final["average"] == step10["average"]
+    assert final["tasks"] != step10["tasks"] or final["avg"] == step10["avg"]
     for name in ("final", "step-00000010"):
         for task in ("arc_easy", "piqa"):
             assert len((out / "samples" / name / f"general_{task}.jsonl").read_text().splitlines()) == 4
     assert result.counts == {"tasks": 2, "samples": 16, "checkpoints": 2} and result.flops == {}
-    assert result.extra["results"]["average"] == final["average"]
+    assert result.extra["results"]["avg"] == final["avg"]
     lines = read_jsonl(out / "metrics.jsonl")
     steps = [(r["step"], r["eval/avg"]) for r in lines if "eval/avg" in r]
-    assert steps == [(10, step10["average"]), (20, final["average"])]
+    assert steps == [(10, step10["avg"]), (20, final["avg"])]
     assert [r["table"] for r in lines if "table" in r] == ["eval/table/step-00000010", "eval/table/final"]
     summary = [r for r in lines if r.get("summary")]
-    assert summary and summary[-1]["eval/final/avg"] == final["average"]
+    assert summary and summary[-1]["eval/final/avg"] == final["avg"]
     assert any((tmp_path / "run" / "wandb").glob("offline-run-*"))
     tables = list((tmp_path / "run" / "wandb").glob("offline-run-*/files/media/table/**/*.table.json"))
     assert len(tables) == 2, tables  # one W&B table per checkpoint
@@ -72,3 +73,30 @@ def test_stage_cli_model_override(tiny_artifact, tmp_path):
     res = json.loads((spec.out / "results.json").read_text())
     assert res["tasks"]["piqa"]["n"] == 2 and res["step"] == 10
     assert (spec.out / "_SUCCESS").exists()
+
+
+def test_torch_device_from_accelerator(monkeypatch):
+    from proxlab.evaluate.stage import torch_device
+
+    assert torch_device("cpu") == "cpu" and torch_device(None) == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert torch_device("gpu") == "cpu" and torch_device("auto") == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert torch_device("gpu") == "cuda" and torch_device("auto") == "cuda" and torch_device("cpu") == "cpu"
+    with pytest.raises(ValueError, match="accelerator"):
+        torch_device("cuda:0")
+
+
+def test_stage_config_loads_through_the_schema(tmp_path):
+    from proxlab.core.config import EvalConfig
+    from proxlab.evaluate.stage import load_config
+
+    spec = make_spec(tmp_path, tmp_path / "unused")
+    spec.config = {"suite": "tiny_mc"}
+    assert load_config(spec) == EvalConfig(suite="tiny_mc")
+    spec.config = {"suite": "tiny_mc", "checkpoints": "some"}
+    with pytest.raises(ValueError, match="checkpoints"):
+        load_config(spec)
+    spec.config = {"suite": "tiny_mc", "device": "cuda"}
+    with pytest.raises(KeyError, match="device"):
+        load_config(spec)

@@ -20,7 +20,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("LITDATA_DISABLE_VERSION_CHECK", "1")
 
-from proxlab.experiments.spec import StageSpec, run_stage  # noqa: E402
+from proxlab.core.stage import StageSpec, run_stage  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 DATA_DIR = Path(os.environ.get("PROXLAB_DATA_DIR", REPO.parent / "shared" / "data"))
@@ -133,6 +133,6 @@ def tokenized(tmp_path_factory, corpus, bpe_dir) -> Path:
     from proxlab.pretrain import tokenize
 
     out = tmp_path_factory.mktemp("tokenized")
-    run_stage(tokenize.main, stage_spec("tokenize", out, {"seq_len": 64, "workers": 1},
-                                        {"docs": corpus, "tokenizer": bpe_dir}))
+    run_stage(tokenize.main, stage_spec("tokenize", out, {"seq_len": 64}, {"docs": corpus, "tokenizer": bpe_dir},
+                                        runtime={"settings": {"workers": 1}}))
     return out

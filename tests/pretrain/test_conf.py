@@ -31,7 +31,7 @@ def compose():
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from proxlab.experiments.config import register_schemas
+    from proxlab.runner.compose import register_schemas
 
     register_schemas()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
@@ -63,13 +63,14 @@ def test_recipe_alias(compose, alias):
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_model_yaml(compose, name):
-    from proxlab.experiments.flops import total_params
-    from proxlab.experiments.planning import model_overrides
-    from proxlab.pretrain.presets import model_config
+    from omegaconf import OmegaConf
+
+    from proxlab.models.params import total_params
+    from proxlab.runner.planning import planned_model
 
     cfg = compose(f"model={name}")
     assert cfg.model.preset == name
     if name != "tiny":
         assert cfg.model.tokenizer.kind == "pretrained" and cfg.model.tokenizer.path
-    if MODELS[name]:
-        assert total_params(model_config(name, **model_overrides(cfg))) == MODELS[name]
+    if MODELS[name]:  # the model `proxlab plan` counts is the one the pretrain stage builds (resolved_model_config)
+        assert total_params(planned_model(OmegaConf.to_object(cfg))) == MODELS[name]

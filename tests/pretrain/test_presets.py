@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from proxlab.experiments.flops import non_embedding_params, total_params
-from proxlab.pretrain.presets import PRESETS, model_config
+from proxlab.models.params import non_embedding_params, total_params
+from proxlab.models.presets import PRESETS, model_config
 
 # paper Table 8 (TLM) and §5.5 (Pythia): total (non-embedding) parameters
 PAPER_COUNTS = {

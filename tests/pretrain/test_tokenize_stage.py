@@ -3,17 +3,49 @@ rerun give the same bytes, tokens and windows as an uninterrupted run."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import pytest
 from conftest import kill_when, log_tail, run_cli, stage_spec, start_stage, wait, write_docs
 
-from proxlab.experiments.spec import is_complete
+from proxlab.core.stage import is_complete
 
 
 def _bins(split: Path) -> bytes:
     return b"".join(p.read_bytes() for p in sorted(split.glob("chunk-*.bin")))
+
+
+def _digests(out: Path) -> dict[str, str]:
+    """sha256 of every file of both splits, by path relative to the stage dir; index.json without litdata's
+    `updated_at` (a timestamp, different in every run)."""
+    def content(p: Path) -> bytes:
+        if p.name != "index.json":
+            return p.read_bytes()
+        return json.dumps({k: v for k, v in json.loads(p.read_text()).items() if k != "updated_at"}).encode()
+
+    return {str(p.relative_to(out)): hashlib.sha256(content(p)).hexdigest()
+            for split in ("train", "val") for p in sorted((out / split).rglob("*")) if p.is_file()}
+
+
+def test_same_bytes_for_any_worker_count(tmp_path, bpe_dir):
+    """5-document row groups give ~80 small pieces, many per worker: with per-worker chunks, each worker's last partial
+    chunk and file names would differ; a single writer in corpus order makes every worker count equal workers=1."""
+    from proxlab.core.stage import run_stage
+    from proxlab.pretrain import tokenize
+
+    docs = write_docs(tmp_path / "docs", 400, docs_per_shard=5)
+    outs = {}
+    for workers in (1, 2, 3):
+        outs[workers] = out = tmp_path / f"w{workers}"
+        run_stage(tokenize.main, stage_spec("tokenize", out, {"seq_len": 32}, {"docs": docs, "tokenizer": bpe_dir},
+                                            runtime={"settings": {"workers": workers}}))
+    ref = _digests(outs[1])
+    assert len([k for k in ref if k.startswith("train/chunk-")]) > 3  # several chunks, so boundaries can move
+    for workers in (2, 3):
+        assert _digests(outs[workers]) == ref, f"workers={workers}"
+        assert (outs[workers] / "tokens.json").read_bytes() == (outs[1] / "tokens.json").read_bytes()
 
 
 def test_counts_and_format(corpus, bpe_dir, tokenized):
@@ -21,12 +53,12 @@ def test_counts_and_format(corpus, bpe_dir, tokenized):
     from litdata.streaming.item_loader import TokensLoader
     from tokenizers import Tokenizer
 
-    from proxlab.pretrain.docs import doc_files, iter_texts
+    from proxlab.core.formats import corpus_shards, iter_texts
 
     info = json.loads((tokenized / "tokens.json").read_text())
     assert info["docs"] == 400 and (info["train_docs"], info["val_docs"]) == (392, 8)  # last 2% is val
     tok = Tokenizer.from_file(str(bpe_dir / "tokenizer.json"))
-    texts = [t for b in iter_texts(doc_files(corpus)) for t in b]
+    texts = [t for b in iter_texts(corpus_shards(corpus)) for t in b]
     expected = [len(e.ids) + 1 for e in tok.encode_batch(texts, add_special_tokens=False)]  # + EOS, no BOS
     assert info["train_tokens"] == sum(expected[:392]) and info["val_tokens"] == sum(expected[392:])
     assert info["tokens"] == info["train_tokens"] + info["val_tokens"]
@@ -42,21 +74,21 @@ def test_counts_and_format(corpus, bpe_dir, tokenized):
 
 def test_sigkill_midway_then_rerun_equals_uninterrupted(tmp_path):
     docs = write_docs(tmp_path / "docs", 1000, docs_per_shard=50)
-    from proxlab.experiments.spec import run_stage
+    from proxlab.core.stage import run_stage
     from proxlab.pretrain import tokenizer
 
     tok = tmp_path / "tok"
     run_stage(tokenizer.main, stage_spec("tokenizer", tok, {"kind": "train_bpe", "vocab_size": 1024,
                                                             "train_docs": 200}, {"docs": docs}))
-    cfg, inputs = {"seq_len": 128, "workers": 2}, {"docs": docs, "tokenizer": tok}
+    cfg, inputs, runtime = {"seq_len": 128}, {"docs": docs, "tokenizer": tok}, {"settings": {"workers": 2}}
 
     ref = tmp_path / "ref"
-    stage_spec("tokenize", ref, cfg, inputs)
+    stage_spec("tokenize", ref, cfg, inputs, runtime=runtime)
     assert run_cli("proxlab.pretrain.tokenize", ref) == 0, log_tail(ref)
 
     for where in ("train", "val"):  # kill while writing the train split, then while writing val
         out = tmp_path / f"killed-{where}"
-        stage_spec("tokenize", out, cfg, inputs)
+        stage_spec("tokenize", out, cfg, inputs, runtime=runtime)
         proc = start_stage("proxlab.pretrain.tokenize", out)
         if where == "train":
             def ready():  # chunks written but the split not finished (on a fast machine: already mid-val)
@@ -88,3 +120,6 @@ def test_errors_name_the_input(tmp_path, bpe_dir):
         tokenize.main(spec)
     with pytest.raises(KeyError, match="seq_len"):
         tokenize.main(stage_spec("tokenize", tmp_path / "o3", {}, {"docs": docs, "tokenizer": bpe_dir}))
+    with pytest.raises(KeyError, match=r"settings'\]\['workers"):  # unhashed: the worker count is a runtime setting
+        tokenize.main(stage_spec("tokenize", tmp_path / "o4", {"seq_len": 64, "workers": 2},
+                                 {"docs": docs, "tokenizer": bpe_dir}))

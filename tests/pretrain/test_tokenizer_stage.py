@@ -7,7 +7,7 @@ import json
 import pytest
 from conftest import DATA_DIR, stage_spec
 
-from proxlab.experiments.spec import run_stage
+from proxlab.core.stage import run_stage
 from proxlab.pretrain import tokenizer
 
 

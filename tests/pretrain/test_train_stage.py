@@ -11,10 +11,13 @@ from pathlib import Path
 import pytest
 from conftest import kill_when, log_tail, run_cli, stage_spec, start_stage, wait, write_docs
 
-from proxlab.experiments.spec import is_complete, read_jsonl, run_stage
+from proxlab.core.config import TrainConfig, split_settings
+from proxlab.core.stage import is_complete, read_jsonl, run_stage
 
 MODULE = "proxlab.pretrain.train"
 MODEL = {"preset": "tiny", "n_layer": 2, "n_embd": 64, "n_head": 4, "intermediate_size": 256}
+# Explicit where the tests' expectations depend on a value (the LR schedule's warmup and floor, the batch split); the
+# rest takes TrainConfig's defaults, as a composed experiment would.
 TRAIN = {"recipe": "test", "seq_len": 64, "global_batch_size": 8, "micro_batch_size": 2, "max_steps": 16,
          "lr": 3e-3, "min_lr": 3e-4, "warmup_steps": 2, "schedule": "cosine", "save_interval": 6, "seed": 1234,
          "precision": "32-true", "log_interval": 1}
@@ -28,15 +31,20 @@ def small_data(tmp_path_factory, bpe_dir) -> Path:
     root = tmp_path_factory.mktemp("small")
     docs = write_docs(root / "docs", 5)
     out = root / "tokenized"
-    run_stage(tokenize.main, stage_spec("tokenize", out, {"seq_len": 64, "workers": 1},
-                                        {"docs": docs, "tokenizer": bpe_dir}))
+    run_stage(tokenize.main, stage_spec("tokenize", out, {"seq_len": 64}, {"docs": docs, "tokenizer": bpe_dir},
+                                        runtime={"settings": {"workers": 1}}))
     return out
 
 
 def pretrain_spec(out: Path, data: Path, tok: Path, devices: int = 1, train=None, model=None, **kw):
-    return stage_spec("pretrain", out, {"model": {**MODEL, **(model or {})}, "train": {**TRAIN, **(train or {})}},
+    """A spec as the orchestrator writes it: hashed train settings in config, runtime ones (log_interval...) in
+    runtime["settings"]."""
+    hashed, settings = split_settings(TrainConfig, {**TRAIN, **(train or {})})
+    unknown = set(train or {}) - set(hashed) - set(settings)  # a misspelt key: keep it where the stage will see it
+    return stage_spec("pretrain", out, {"model": {**MODEL, **(model or {})},
+                                        "train": {**hashed, **{k: train[k] for k in unknown}}},
                       {"data": data, "tokenizer": tok},
-                      runtime={"devices": devices, "num_nodes": 1, "accelerator": "cpu"}, **kw)
+                      runtime={"devices": devices, "num_nodes": 1, "accelerator": "cpu", "settings": settings}, **kw)
 
 
 def step_losses(out: Path) -> dict[int, float]:
@@ -97,7 +105,7 @@ def test_ddp_resume_after_sigusr1_and_sigkill_is_exact(tmp_path, small_data, bpe
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6, rtol=0) for k in a)
 
     # One W&B run: every restart wrote an offline run directory with the same, stable id.
-    from proxlab.experiments.tracking import wandb_run_id
+    from proxlab.core.tracking import wandb_run_id
 
     run_id = wandb_run_id(run_dir, "pretrain")
     dirs = sorted(p.name for p in (run_dir / "wandb").glob("offline-run-*"))
@@ -111,7 +119,8 @@ def test_checkpoints_are_litgpt_checkpoints_and_result_counts(tmp_path, small_da
     import torch
     from litgpt import GPT, Config, Tokenizer
 
-    from proxlab.experiments.flops import non_embedding_params, training_flops
+    from proxlab.core.flops import training_flops
+    from proxlab.models.params import non_embedding_params
     from proxlab.pretrain import train
 
     out = tmp_path / "one"
@@ -122,7 +131,8 @@ def test_checkpoints_are_litgpt_checkpoints_and_result_counts(tmp_path, small_da
     assert result.counts["steps"] == 7 and result.counts["tokens"] == tokens
     cfg = Config.from_file(out / "final" / "model_config.yaml")
     assert cfg.padded_vocab_size == 2048 and cfg.n_layer == 2  # vocab from the tokenizer
-    assert result.flops["train"] == training_flops(cfg, tokens) == 6 * non_embedding_params(cfg) * tokens
+    n = non_embedding_params(cfg)
+    assert result.flops["train"] == training_flops(n, tokens) == 6 * n * tokens
     assert result.extra["measured_flops_per_step"] > 0 and result.extra["non_embedding_params"] > 0
     assert checkpoints(out) == [3, 6]
     assert [r["step"] for r in read_jsonl(out / "metrics.jsonl") if "loss" in r] == [2, 4, 6, 7]
@@ -163,3 +173,5 @@ def test_continual_pretraining_and_errors(tmp_path, small_data, bpe_dir):
         train.main(pretrain_spec(tmp_path / "e3", tmp_path, bpe_dir))
     with pytest.raises(ValueError, match="early_stop_step"):
         train.main(pretrain_spec(tmp_path / "e4", small_data, bpe_dir, train={"early_stop_step": 99}))
+    with pytest.raises(KeyError, match="warmpu_steps"):  # a misspelt setting is named, not ignored
+        train.main(pretrain_spec(tmp_path / "e5", small_data, bpe_dir, train={"warmpu_steps": 0}))

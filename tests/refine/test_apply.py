@@ -8,10 +8,10 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from proxlab.experiments.spec import run_stage
+from proxlab.core.stage import run_stage
 from proxlab.refine import apply
 from proxlab.refine.generate import PROGRAM_SCHEMA
-from proxlab.refine.shards import iter_docs, shard_name, write_parquet
+from proxlab.core.formats import iter_docs, shard_name, write_parquet
 from tiny_model import apply_config, make_spec, write_doc_shards
 
 LONG = "\n".join(f"Line {i} says something about the town council meeting and its budget." for i in range(8))
@@ -130,9 +130,9 @@ def test_apply_has_its_own_cache_key():
     generation; a chunk-only threshold leaves refine.apply_doc's key alone."""
     from hydra import compose, initialize_config_dir
 
-    from proxlab.experiments.config import register_schemas
-    from proxlab.experiments.graph import plan
-    from proxlab.experiments.paths import REPO_ROOT
+    from proxlab.runner.compose import register_schemas
+    from proxlab.runner.graph import plan
+    from proxlab.core.paths import REPO_ROOT
 
     register_schemas()
     for variant, last in (("doc", "refine.apply_doc"), ("prox", "refine.apply_chunk")):

@@ -16,14 +16,14 @@ from proxlab.models import resolve_model
 from proxlab.refine.backends import make_backend
 from proxlab.refine.backends.base import PROMPT_TOO_LONG, param_counts
 from proxlab.refine.prompts import render_doc_prompt
-from tiny_model import (VLLM_PYTHON, generate_config, make_spec, needs_vllm, read_programs, run_stage_subprocess,
+from tiny_model import (VLLM_PYTHON, backend_config, generate_config, make_spec, needs_vllm, read_programs, run_stage_subprocess,
                         stage_env, tiny_model_path, web_texts, write_doc_shards)
 
 
 @pytest.fixture(scope="module")
 def hf_backend():
     model = str(tiny_model_path())
-    return make_backend(generate_config("doc", model, batch_size=4), device="cpu")
+    return make_backend(backend_config(model, batch_size=4), device="cpu")
 
 
 def prompts_of(backend, n=10, max_tokens=200):
@@ -69,7 +69,7 @@ def test_eos_stops_generation(tmp_path, hf_backend):
     model = tmp_path / "m"
     shutil.copytree(tiny_model_path(), model)
     (model / "generation_config.json").write_text(json.dumps({"eos_token_id": [2, first[2]], "bos_token_id": 1}))
-    b = make_backend(generate_config("doc", str(model)), device="cpu")
+    b = make_backend(backend_config(str(model)), device="cpu")
     g = b.generate([prompt], 8)[0]
     assert g.finish_reason == "stop" and g.token_ids == first[:3] and g.output_tokens == 3
 
@@ -83,7 +83,7 @@ def test_resolve_model_and_param_counts(tmp_path):
     with pytest.raises(FileNotFoundError):
         resolve_model(str(tmp_path / "missing"))
     with pytest.raises(ValueError, match="backend"):
-        make_backend(generate_config("doc", str(path), backend="tgi"))
+        make_backend(backend_config(str(path), backend="tgi"))
     total, non_embedding = param_counts(str(path))
     cfg = json.loads((path / "config.json").read_text())
     assert total - non_embedding == cfg["vocab_size"] * cfg["hidden_size"]  # one (input) embedding matrix
@@ -173,7 +173,7 @@ def vllm_programs(tmp_path_factory, agreement_corpus, server_process):
 @pytest.mark.vllm
 @needs_vllm
 def test_vllm_offline_agrees_with_hf(tmp_path, agreement_corpus, vllm_programs):
-    from proxlab.experiments.spec import run_stage
+    from proxlab.core.stage import run_stage
     from proxlab.refine import generate
 
     spec = make_spec("refine.generate_doc", tmp_path / "hf", generate_config("doc", str(tiny_model_path())),
@@ -190,7 +190,7 @@ def test_vllm_offline_agrees_with_hf(tmp_path, agreement_corpus, vllm_programs):
 @pytest.mark.vllm
 @needs_vllm
 def test_openai_backend_matches_vllm_offline(tmp_path, agreement_corpus, vllm_programs, vllm_server):
-    from proxlab.experiments.spec import run_stage
+    from proxlab.core.stage import run_stage
     from proxlab.refine import generate
 
     cfg = generate_config("doc", str(tiny_model_path()), backend="openai", endpoint=vllm_server, concurrency=4)

@@ -13,11 +13,11 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
-from proxlab.experiments.spec import run_stage
+from proxlab.core.stage import run_stage
 from proxlab.refine import apply, generate
 from proxlab.refine.backends.base import param_counts
 from proxlab.refine.chunking import chunk_document, hf_token_counter
-from proxlab.refine.shards import iter_docs, read_docs
+from proxlab.core.formats import iter_docs, read_docs
 from tiny_model import (apply_config, generate_config, make_spec, read_programs, run_stage_subprocess, stage_env,
                         tiny_model_path, web_texts, write_doc_shards)
 
@@ -132,7 +132,8 @@ def test_sigkill_then_rerun_reuses_finished_shards_and_matches(tmp_path):
 
 
 def test_two_ranks_split_the_shards(tmp_path):
-    """SPMD: every rank runs the same stage (as under Slurm), takes shards i % world == rank, and waits for the rest."""
+    """SPMD: every rank runs the same stage (as under Slurm) and takes shards i % world == rank; rank 0 waits for the
+    rest, checks and completes the stage, rank 1 leaves after its own shards."""
     docs = write_doc_shards(tmp_path / "docs", web_texts(8, max_chars=800), 2)  # 4 shards
     cfg = generate_config("doc", str(tiny_model_path()), max_new_tokens=4)
     procs = []
@@ -149,4 +150,7 @@ def test_two_ranks_split_the_shards(tmp_path):
     assert (out / "_SUCCESS").exists()  # rank 0 marks the stage complete after every rank's shards are done
     assert len(read_programs(out)) == 8
     assert all("hf backend" in log for log in logs)  # both ranks loaded the model: each had shards to do
-    assert all("8 prompts for 8 documents" in log for log in logs)  # and each reports the stage's totals
+    assert "8 prompts for 8 documents" in logs[0] and "prompts for" not in logs[1]  # rank 0 alone completes it
+    from proxlab.core.sharding import shard_provenance
+
+    assert {i: b["rank"] for i, b in shard_provenance(out, 4).items()} == {0: 0, 1: 1, 2: 0, 3: 1}

@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from proxlab.experiments.spec import StageSpec, read_jsonl, run_stage
+from proxlab.core.stage import StageSpec, read_jsonl, run_stage
 from proxlab.refine.prepare import BadInputError, main
-from proxlab.refine.shards import iter_docs, list_shards
+from proxlab.core.formats import iter_docs, list_shards
 
 
 def corpus_cfg(path, **kw):

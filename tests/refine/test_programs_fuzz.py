@@ -378,7 +378,8 @@ def test_property_parse_program_is_pure(lines):
 
 # --- static safety ------------------------------------------------------------------------------------------------
 
-REFINE_MODULES = ["programs.py", "chunking.py", "prompts.py", "refiner_metrics.py"]
+REFINE_MODULES = ["programs/__init__.py", "programs/result.py", "programs/compat.py", "programs/strict.py",
+                  "programs/execute.py", "chunking.py", "prompts.py", "refiner_metrics.py"]
 
 
 @pytest.mark.parametrize("module", REFINE_MODULES)

@@ -53,7 +53,7 @@ def test_proxlab_command_runs_refine_eval(tmp_path):
     from tiny_model import REPO
 
     def proxlab(*args):
-        return subprocess.run([sys.executable, "-m", "proxlab.experiments.cli", *args], capture_output=True,
+        return subprocess.run([sys.executable, "-m", "proxlab.cli", *args], capture_output=True,
                               text=True, timeout=120, cwd=REPO)
 
     for words in (["refine", "eval"], ["refine-eval"]):

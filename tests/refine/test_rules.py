@@ -5,9 +5,9 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from proxlab.experiments.spec import StageSpec, run_stage
+from proxlab.core.stage import StageSpec, run_stage
 from proxlab.refine import rules
-from proxlab.refine.shards import DOC_SCHEMA, iter_docs, shard_name, write_parquet
+from proxlab.core.formats import DOC_SCHEMA, iter_docs, shard_name, write_parquet
 
 GOOD = " ".join(["The committee said that the new bridge will be open to the public with a small ceremony."] * 12)
 CODE = GOOD + "\nfunction f() { return 1; } and the rest of the text is here to be long enough for the filters."

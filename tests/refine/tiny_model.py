@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from proxlab.experiments.spec import StageSpec
-from proxlab.refine.shards import DOC_SCHEMA, shard_name, write_parquet
+from proxlab.core.stage import StageSpec
+from proxlab.core.formats import DOC_SCHEMA, shard_name, write_parquet
 
 REPO = Path(__file__).resolve().parents[2]
 WEB = REPO.parent / "shared" / "data" / "web"
@@ -65,10 +65,15 @@ def generate_config(level: str, model: str, backend: str = "hf", **kw: Any) -> d
     cfg = {"level": level, "backend": backend, "model": model, "tokenizer": None,
            "max_new_tokens": 16, "max_prompt_tokens": 256, "chunk_tokens": 256, "overlong_line": "own_chunk",
            "batch_size": 8, "dtype": "float32", "tensor_parallel_size": 1, "gpu_memory_utilization": 0.9,
-           "enforce_eager": True, "endpoint": None, "concurrency": 4, "max_retries": 3, "docs_per_shard": 256,
+           "enforce_eager": True, "endpoint": None, "concurrency": 4, "max_retries": 3, "docs_per_call": 256,
            "env": "vllm" if backend == "vllm" else "main", "threads": 1}
     cfg.update(kw)
     return cfg
+
+
+def backend_config(model: str, backend: str = "hf", **kw: Any) -> dict[str, Any]:
+    """The GenerateConfig settings of `generate_config`, for building a backend directly (no stage level)."""
+    return {k: v for k, v in generate_config("doc", model, backend, **kw).items() if k != "level"}
 
 
 def apply_config(level: str, **kw: Any) -> dict[str, Any]:

@@ -192,7 +192,7 @@ def workdir(tmp_path: Path) -> Path:
 
 
 FAKE_ORCHESTRATOR = r'''#!/usr/bin/env python3
-"""Stands in for `python -m proxlab.experiments.run ...` under srun: prints what it sees, behaves per FAKE_MODE."""
+"""Stands in for `python -m proxlab.runner.run ...` under srun: prints what it sees, behaves per FAKE_MODE."""
 import json, os, signal, sys, time
 env = os.environ
 restart = int(env.get("SLURM_RESTART_COUNT") or 0)
@@ -223,7 +223,7 @@ print(f"FAKE done restart={restart}", flush=True)
 
 @pytest.fixture
 def fake_python(tmp_path: Path) -> Path:
-    """An executable to pass as PROXLAB_PYTHON: it ignores `-m proxlab.experiments.run`, prints its environment and
+    """An executable to pass as PROXLAB_PYTHON: it ignores `-m proxlab.runner.run`, prints its environment and
     arguments as `FAKE {json}`, and on FAKE_MODE=wait_signal waits for USR1/TERM then exits 3 (the stage protocol)."""
     path = tmp_path / "fake_python"
     path.write_text(FAKE_ORCHESTRATOR)

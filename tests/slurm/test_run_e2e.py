@@ -25,10 +25,10 @@ PYTHON = REPO / ".venv" / "bin" / "python"
 
 def _orchestrator_missing() -> str:
     try:
-        if importlib.util.find_spec("proxlab.experiments.run") is None:
-            return "proxlab.experiments.run does not exist yet (the orchestrator); the e2e Slurm tests need it"
+        if importlib.util.find_spec("proxlab.runner.run") is None:
+            return "proxlab.runner.run does not exist yet (the orchestrator); the e2e Slurm tests need it"
     except ImportError as err:
-        return f"proxlab.experiments.run is not importable: {err}"
+        return f"proxlab.runner.run is not importable: {err}"
     if not PYTHON.exists():
         return f"{PYTHON} missing: the jobs run the orchestrator with the main environment"
     return ""
@@ -66,7 +66,7 @@ DATA_STAGES = ("prepare", "refine", "tokenize")  # deterministic and independent
 
 
 def run_local(root: Path, *overrides: str) -> None:
-    proc = subprocess.run([str(PYTHON), "-m", "proxlab.experiments.run", *COMMON, *overrides, *_paths(root)], cwd=REPO,
+    proc = subprocess.run([str(PYTHON), "-m", "proxlab.runner.run", *COMMON, *overrides, *_paths(root)], cwd=REPO,
                           capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
@@ -150,7 +150,7 @@ def test_scontrol_requeue_during_pretraining_resumes_to_the_same_result(slurm_cl
     a, b = (read_json(only((r / "runs" / "smoke").glob("*/summary.json"))) for r in (local_run, root))
     assert b["eval/avg"] == pytest.approx(a["eval/avg"], abs=1e-6)
     # One W&B run per stage job: the pretrain run was continued under its id after the restart, not started anew.
-    from proxlab.experiments.tracking import wandb_run_id
+    from proxlab.core.tracking import wandb_run_id
 
     run_dir = Path(b["run_dir"])
     ids = [p.name.rsplit("-", 1)[-1] for p in (run_dir / "wandb").glob("offline-run-*")]

@@ -1,4 +1,4 @@
-"""slurm/run.sh, refine_array.sh, eval_checkpoints.sh and proxlab.experiments.slurm.submit on the test cluster, with a
+"""slurm/run.sh, refine_array.sh, eval_checkpoints.sh and proxlab.runner.slurm.submit on the test cluster, with a
 fake orchestrator (PROXLAB_PYTHON) that prints what it sees and follows the stage protocol (signal -> exit 3)."""
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def test_run_sh_two_nodes_maps_allocation_to_cluster_overrides(slurm_cluster, wo
     ranks = sorted(fake_lines(log), key=lambda r: r["SLURM_PROCID"])
     assert [(r["SLURM_PROCID"], r["SLURMD_NODENAME"], r["SLURM_NNODES"]) for r in ranks] == [
         ("0", "n1", "2"), ("1", "n2", "2")]
-    assert ranks[0]["argv"] == ["-m", "proxlab.experiments.run", "exp=smoke", "refine=raw", "cluster=slurm",
+    assert ranks[0]["argv"] == ["-m", "proxlab.runner.run", "exp=smoke", "refine=raw", "cluster=slurm",
                                 "cluster.num_nodes=2", "cluster.devices=1"]
     assert ranks[0]["SRUN_CPUS_PER_TASK"] == "1"
 
@@ -140,7 +140,7 @@ def test_eval_checkpoints_one_checkpoint_per_task(slurm_cluster, workdir, fake_p
     seen = []
     for task in range(3):
         (rank,) = fake_lines(job_log(workdir, f"proxlab-eval-{array}_{task}.out"))
-        assert rank["argv"][:3] == ["-m", "proxlab.experiments.cli", "evaluate"]
+        assert rank["argv"][:3] == ["-m", "proxlab.cli", "evaluate"]
         assert rank["argv"][4:] == ["eval=tiny_mc"]
         seen.append(rank["argv"][3])
     assert seen == [f"model={ckpts}/{name}" for name in ("final", "step-00000020", "step-00000040")]
@@ -149,7 +149,7 @@ def test_eval_checkpoints_one_checkpoint_per_task(slurm_cluster, workdir, fake_p
 
 
 def test_submit_from_python(slurm_cluster, workdir, fake_python, monkeypatch):
-    from proxlab.experiments.slurm import submit
+    from proxlab.runner.slurm import submit
 
     for key, value in slurm_cluster.env(PROXLAB_PYTHON=str(fake_python)).items():
         monkeypatch.setenv(key, value)

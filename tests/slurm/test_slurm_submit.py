@@ -1,4 +1,4 @@
-"""proxlab.experiments.slurm without a cluster: the sbatch command line, the job environment, the scripts' syntax."""
+"""proxlab.runner.slurm without a cluster: the sbatch command line, the job environment, the scripts' syntax."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from proxlab.experiments.slurm import build_sbatch_command, parse_job_id, sbatch_env, submit
+from proxlab.runner.slurm import build_sbatch_command, parse_job_id, sbatch_env, submit
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = sorted((REPO / "slurm").rglob("*.sh"))
@@ -36,7 +36,7 @@ def test_cpu_cluster_cancels_the_scripts_gpu_default_and_skips_unset_fields():
 
 
 def test_works_with_the_schema_dataclass_and_omegaconf():
-    from proxlab.experiments.config import ClusterConfig
+    from proxlab.core.config import ClusterConfig
 
     cfg = ClusterConfig(kind="slurm", accelerator="gpu", devices=4, num_nodes=2, partition="p")
     expected = build_sbatch_command(cfg, ["exp=smoke"])

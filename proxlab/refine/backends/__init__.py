@@ -9,10 +9,11 @@ Nothing heavy is imported here: each backend module imports its library when it 
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
-from proxlab.experiments.config import generate_settings
+from proxlab.core.config import GenerateConfig, load
 from proxlab.models import resolve_model
 from proxlab.refine.backends.base import Backend, Generation
 
@@ -21,18 +22,19 @@ BACKENDS = ("hf", "vllm", "openai")
 __all__ = ["BACKENDS", "Backend", "Generation", "make_backend"]
 
 
-def make_backend(cfg: dict[str, Any], data_dir: str | None = None, cache_root: Path | None = None,
+def make_backend(cfg: GenerateConfig | Mapping, data_dir: str | None = None, cache_root: Path | None = None,
                  device: str | None = None) -> Backend:
-    """Build the backend `cfg["backend"]` for the model `cfg["model"]` (resolved by ``proxlab.models.resolve_model``).
+    """Build the backend `cfg.backend` for the model `cfg.model` (resolved by ``proxlab.models.resolve_model``).
 
-    `cfg` is a GenerateConfig-shaped dict; settings it omits take the schema's defaults, unknown ones fail."""
-    cfg = generate_settings(cfg)
-    name = cfg["backend"]
+    `cfg` is a GenerateConfig, or a mapping of its settings (those it omits take the schema's defaults)."""
+    if isinstance(cfg, Mapping):
+        cfg = load(GenerateConfig, cfg, where="refine backend config")
+    name = cfg.backend
     if name not in BACKENDS:
         raise ValueError(f"refine backend {name!r}: expected one of {BACKENDS}")
-    model_path = resolve_model(cfg["model"], data_dir)
-    if cfg["tokenizer"]:
-        cfg = {**cfg, "tokenizer": resolve_model(cfg["tokenizer"], data_dir)}
+    model_path = resolve_model(cfg.model, data_dir)
+    if cfg.tokenizer:
+        cfg = dataclasses.replace(cfg, tokenizer=resolve_model(cfg.tokenizer, data_dir))
     if name == "hf":
         from proxlab.refine.backends.hf import HFBackend
 

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from proxlab.core.config import GenerateConfig
+
 PROMPT_TOO_LONG = "prompt_too_long"
 FINISH_REASONS = ("stop", "length", PROMPT_TOO_LONG)
 
@@ -61,11 +63,11 @@ class Backend:
 
     name = "base"
 
-    def __init__(self, model_path: str, cfg: dict[str, Any]):
+    def __init__(self, model_path: str, cfg: GenerateConfig):
         self.model_path = model_path
         self.cfg = cfg
         self.tokenizer = None
-        self.context_len: int = int(cfg["max_model_len"] or 0)
+        self.context_len: int = int(cfg.max_model_len or 0)
         self.stats = BackendStats()
 
     # -- to implement -------------------------------------------------------------------------------------------------

@@ -10,15 +10,15 @@ per-prompt cap computed by ``Backend.generate``.
 
 from __future__ import annotations
 
-from typing import Any
 
+from proxlab.core.config import GenerateConfig
 from proxlab.refine.backends.base import Backend, eos_token_ids, load_tokenizer, model_context_len, torch_dtype
 
 
 class HFBackend(Backend):
     name = "hf"
 
-    def __init__(self, model_path: str, cfg: dict[str, Any], device: str | None = None):
+    def __init__(self, model_path: str, cfg: GenerateConfig, device: str | None = None):
         super().__init__(model_path, cfg)
         import time
 
@@ -26,20 +26,20 @@ class HFBackend(Backend):
         from transformers import AutoModelForCausalLM
 
         t0 = time.perf_counter()
-        self.tokenizer = load_tokenizer(cfg["tokenizer"] or model_path)
+        self.tokenizer = load_tokenizer(cfg.tokenizer or model_path)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        threads = cfg["threads"]
+        threads = cfg.threads
         if not threads and self.device == "cpu" and _hidden_size(model_path) <= 256:
             threads = 1  # tiny matrices: intra-op threads only add synchronization (4-10x slower on 2 busy cores)
         if threads:
             torch.set_num_threads(int(threads))
-        dtype = torch_dtype(cfg["dtype"])
+        dtype = torch_dtype(cfg.dtype)
         self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(self.device).eval()
-        self.context_len = model_context_len(model_path, cfg["max_model_len"])
+        self.context_len = model_context_len(model_path, cfg.max_model_len)
         self.eos_ids = eos_token_ids(model_path, self.tokenizer)
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else (self.eos_ids[0] if self.eos_ids else 0)
-        self.batch_size = max(1, int(cfg["batch_size"]))
+        self.batch_size = max(1, int(cfg.batch_size))
         self.stats.load_s = time.perf_counter() - t0
 
     def _generate(self, prompts: list[list[int]], max_tokens: list[int]) -> list[tuple[list[int], str]]:

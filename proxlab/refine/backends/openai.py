@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from proxlab.core.config import GenerateConfig
 from proxlab.refine.backends.base import Backend, load_tokenizer, model_context_len
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
@@ -37,20 +38,20 @@ class EndpointError(RuntimeError):
 class OpenAIBackend(Backend):
     name = "openai"
 
-    def __init__(self, model_path: str, cfg: dict[str, Any], served_name: str | None = None):
+    def __init__(self, model_path: str, cfg: GenerateConfig, served_name: str | None = None):
         super().__init__(model_path, cfg)
-        endpoint = cfg["endpoint"]
+        endpoint = cfg.endpoint
         if not endpoint:
             raise ValueError("refine backend=openai needs refine.<level>.endpoint (base URL, e.g. http://host:8000/v1)")
         endpoint = endpoint.rstrip("/")
         self.base = endpoint if endpoint.endswith("/v1") else endpoint + "/v1"
-        self.concurrency = max(1, int(cfg["concurrency"]))
-        self.max_retries = max(0, int(cfg["max_retries"]))
-        self.timeout_s = float(cfg["request_timeout_s"])
-        self.tokenizer = load_tokenizer(cfg["tokenizer"] or model_path)
+        self.concurrency = max(1, int(cfg.concurrency))
+        self.max_retries = max(0, int(cfg.max_retries))
+        self.timeout_s = float(cfg.request_timeout_s)
+        self.tokenizer = load_tokenizer(cfg.tokenizer or model_path)
         has_config = (Path(model_path) / "config.json").exists() or not Path(model_path).is_absolute()
-        self.context_len = int(cfg["max_model_len"] or (model_context_len(model_path) if has_config else 0))
-        self.served = served_name or self._served_model(cfg["model"], model_path)
+        self.context_len = int(cfg.max_model_len or (model_context_len(model_path) if has_config else 0))
+        self.served = served_name or self._served_model(cfg.model, model_path)
         self.retries = 0
 
     # -- HTTP ---------------------------------------------------------------------------------------------------------

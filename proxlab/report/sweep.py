@@ -1,0 +1,207 @@
+"""`proxlab report [sweep=NAME]`: compare the experiments of a sweep from their run directories' `summary.json`.
+
+Writes `runs/<sweep>/report/`: a markdown and a CSV table (variant, kept docs and tokens, FLOPs, accuracy per task,
+average) and a PNG of average accuracy against total FLOPs; each paper table the runs reproduce, in its layout
+(paper_report); the accuracy-by-step tables (report_steps); the FLOPs figure of the paper's Fig. 8 (report_flops).
+Prints the tables, and logs them and the plots to W&B in the sweep's group when W&B is on. Reads only local files, so
+it works offline and in tests. Also the last step of a Hydra multirun (`SweepReportCallback`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import OmegaConf
+
+from proxlab.core.config import ReportConfig
+from proxlab.runner.ledger import SUMMARY
+from proxlab.report.paper import TABLES
+from proxlab.report.paper_tables import render, write_paper_table
+from proxlab.report.flops import write_flops_report
+from proxlab.report.part import ReportPart
+from proxlab.report.steps import write_accuracy_by_step
+
+VARIANT_ORDER = {"raw": 0, "rules": 1, "doc": 2, "prox": 3}
+
+
+def load_summaries(sweep_dir: Path) -> list[dict[str, Any]]:
+    rows = [json.loads(p.read_text()) for p in sorted(Path(sweep_dir).glob(f"*/{SUMMARY}"))]
+    return sorted(rows, key=lambda r: (r.get("model", ""), VARIANT_ORDER.get(r.get("variant"), 9), r["run_dir"]))
+
+
+def task_names(rows: list[dict[str, Any]]) -> list[str]:
+    names: list[str] = []
+    for r in rows:
+        for k in r:
+            if k.startswith("eval/") and k.count("/") == 1 and k not in ("eval/avg", "eval/metric"):
+                if k[5:] not in names:
+                    names.append(k[5:])
+    return names
+
+
+def table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+    tasks = task_names(rows)
+    header = ["variant", "model", "docs kept", "train tokens", "FLOPs refine", "FLOPs train", "FLOPs total",
+              *tasks, "avg"]
+    body = []
+    for r in rows:
+        kept = f"{r.get('docs/kept')}/{r.get('docs/raw')}"
+        body.append([r.get("variant"), r.get("model"), kept, r.get("tokens/train"), r.get("flops/refine"),
+                     r.get("flops/train"), r.get("flops/total"), *[r.get(f"eval/{t}") for t in tasks],
+                     r.get("eval/avg")])
+    return header, body
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.2e}" if abs(v) >= 1e4 else f"{100 * v:.1f}" if 0 <= v <= 1 else f"{v:.3g}"
+    return str(v)
+
+
+def markdown(header: list[str], body: list[list[Any]], metric: str) -> str:
+    out = io.StringIO()
+    out.write(f"Accuracy columns: {metric} × 100.\n\n")
+    out.write("| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n")
+    for row in body:
+        out.write("| " + " | ".join(_fmt(v) for v in row) + " |\n")
+    return out.getvalue()
+
+
+def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for r in rows:
+        if r.get("eval/avg") is None:
+            continue
+        ax.scatter(r["flops/total"], 100 * r["eval/avg"], s=40)
+        ax.annotate(f"{r['variant']} ({r['model']})", (r["flops/total"], 100 * r["eval/avg"]),
+                    textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set_xlabel("total FLOPs (refining + training)")
+    ax.set_ylabel(f"average {rows[0].get('eval/metric', 'acc_norm') if rows else ''} (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def build_report(sweep_dir: Path, log_wandb: bool = False, logger_cfg: dict | None = None,
+                 options: ReportConfig | None = None) -> Path:
+    rows = load_summaries(sweep_dir)
+    if not rows:
+        raise FileNotFoundError(f"no {SUMMARY} under {sweep_dir}/*/: run the sweep's experiments first")
+    options = options or ReportConfig()
+    out = Path(sweep_dir) / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    header, body = table(rows)
+    metric = rows[0].get("eval/metric", "acc_norm")
+    md = markdown(header, body, metric)
+    (out / "table.md").write_text(md)
+    with open(out / "table.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(body)
+    plot(rows, out / "accuracy_vs_flops.png", f"{Path(sweep_dir).name}: accuracy vs FLOPs")
+    parts = [ReportPart(md, {"table": (header, [[_fmt(v) for v in row] for row in body])},
+                        {"accuracy_vs_flops": out / "accuracy_vs_flops.png"})]
+    for name in sorted({r["paper_table"] for r in rows if r.get("paper_table")}):
+        if name not in TABLES:
+            raise KeyError(f"paper_table={name!r} is not one of {sorted(TABLES)}")
+        paper_rows = [r for r in rows if r.get("paper_table") == name]
+        parts.append(ReportPart(write_paper_table(TABLES[name], paper_rows, out),
+                                {f"paper/{name}": render(TABLES[name], paper_rows)},
+                                {f"paper/{name}": out / f"{name}.png"}))
+    by_step = write_accuracy_by_step(rows, out)
+    if by_step is not None:
+        parts.append(by_step)
+    parts.append(write_flops_report(rows, out, options))
+    for part in parts:
+        print(part.markdown, flush=True)
+    print(f"[proxlab] report written to {out}", flush=True)
+    if log_wandb:
+        from proxlab.core.tracking import MetricsLogger
+
+        logger = MetricsLogger(out / "metrics.jsonl", job="report", logger_cfg=logger_cfg, run_dir=sweep_dir)
+        try:
+            for part in parts:
+                for name, (cols, cells) in part.tables.items():
+                    logger.table(f"report/{name}", cols, cells)
+                for name, path in part.images.items():
+                    logger.image(f"report/plot/{name}", path)
+        finally:
+            logger.close()
+    return out
+
+
+def sweep_settings(sweep_dir: Path, overrides: dict[str, str]) -> tuple[ReportConfig, dict[str, Any] | None]:
+    """`proxlab report`'s options and W&B settings: the `report` and `logger` sections of the sweep's saved run config
+    (its first run's config.yaml), under `report.<key>=value` and `wandb=true|false` from the command line."""
+    from omegaconf import OmegaConf
+
+    saved = sorted(Path(sweep_dir).glob("*/config.yaml"))
+    run_cfg = OmegaConf.load(saved[0]) if saved else OmegaConf.create({})
+    unknown = sorted(k for k in overrides if not k.startswith("report.") and k != "wandb")
+    if unknown:
+        raise SystemExit(f"proxlab report: unknown option(s) {unknown}; use report.<key>=value "
+                         f"({', '.join(ReportConfig.__dataclass_fields__)}) or wandb=true|false")
+    merged = OmegaConf.merge(OmegaConf.structured(ReportConfig), run_cfg.get("report") or {},
+                             OmegaConf.from_dotlist([f"{k[len('report.'):]}={v}" for k, v in overrides.items()
+                                                     if k.startswith("report.")]))
+    options = ReportConfig(**OmegaConf.to_container(merged))
+    logger = run_cfg.get("logger") or {}
+    enabled = logger.get("backend") == "wandb" and logger.get("mode", "offline") != "disabled"
+    if "wandb" in overrides:
+        enabled = overrides["wandb"].lower() in ("1", "true", "yes")
+    if not enabled:
+        return options, None
+    return options, report_logger_cfg(Path(sweep_dir).name, logger.get("mode", "offline"),
+                                      logger.get("project", "proxlab"), logger.get("entity"))
+
+
+def report_logger_cfg(sweep: str, mode: str, project: str, entity: str | None) -> dict[str, Any]:
+    """The report's W&B run: in the sweep's group, named `<sweep>/report`, beside the runs it compares."""
+    return {"backend": "wandb", "mode": mode, "project": project, "entity": entity, "group": sweep,
+            "name_prefix": f"{sweep}/", "tags": ["report", f"sweep:{sweep}"]}
+
+
+class SweepReportCallback(Callback):
+    """Hydra callback: after a multirun, build the report of the sweep its jobs wrote to; after a planned sweep
+    (`proxlab plan -m`, dry_run), print the sweep's total cost."""
+
+    def __init__(self) -> None:
+        self.costs: list[Any] = []
+
+    def on_job_end(self, config, job_return, **kwargs) -> None:
+        from hydra.core.utils import JobStatus
+
+        if job_return.status == JobStatus.COMPLETED and isinstance(job_return.return_value, dict):
+            cost = job_return.return_value.get("cost")
+            if cost is not None:
+                self.costs.append(cost)
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        if config.get("dry_run"):
+            if self.costs:
+                from proxlab.runner.planning import describe_sweep_costs
+
+                for line in describe_sweep_costs(self.costs):
+                    print(f"[proxlab] {line}", flush=True)
+            return
+        sweep = config.get("sweep") or config.get("name")
+        sweep_dir = Path(config.paths.runs_dir).resolve() / sweep
+        if sweep_dir.exists():
+            logger_cfg = report_logger_cfg(sweep, config.logger.mode, config.logger.project, config.logger.entity)
+            options = ReportConfig(**OmegaConf.to_container(config.report, resolve=True))
+            build_report(sweep_dir, log_wandb=config.logger.backend == "wandb", logger_cfg=logger_cfg,
+                         options=options)

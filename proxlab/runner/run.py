@@ -1,0 +1,277 @@
+"""`proxlab run exp=NAME [overrides]`: compose the experiment, plan its stage graph, run or reuse each stage, and write
+the run directory (config, ledger, metrics.jsonl, summary, W&B).
+
+Under Slurm every rank runs this same program (SPMD). Single-process stages run on rank 0 while the other ranks wait
+for the stage's completion marker; sharded stages and pretraining run on every rank.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from proxlab.core.config import ConfigError
+from proxlab.core.paths import data_dir
+from proxlab.core.stage import EXIT_REQUEUE, SPEC_FILE, StageSpec, atomic_write_text, is_complete, rank_and_world
+from proxlab.core.tracking import METRICS, MetricsLogger
+from proxlab.runner.compose import CONF_DIR, register_schemas
+from proxlab.runner.graph import PlannedStage, plan, run_key
+from proxlab.runner.launcher import (StageFailed, install_preemption_handlers, interpreter,
+                                         preempted, run_stage_process)
+from proxlab.runner.ledger import SUMMARY, Ledger, StageEntry, collect_stage_metrics, experiment_summary
+from proxlab.runner.validate import validate
+
+FAILED = "_FAILED"
+
+register_schemas()
+
+
+def log(msg: str) -> None:
+    print(f"[proxlab] {msg}", flush=True)
+
+
+def run_directory(cfg: DictConfig, stages: list[PlannedStage]) -> Path:
+    label = f"{cfg.refine.variant}-{cfg.model.preset}-{run_key(stages)}"
+    return Path(cfg.paths.runs_dir).resolve() / (cfg.sweep or cfg.name) / label
+
+
+def wandb_settings(cfg: DictConfig) -> dict:
+    tags = [f"variant:{cfg.refine.variant}", f"model:{cfg.model.preset}", f"corpus:{cfg.corpus.name}",
+            f"exp:{cfg.name}", *cfg.logger.tags]
+    return {"backend": cfg.logger.backend, "mode": cfg.logger.mode if cfg.logger.backend == "wandb" else "disabled",
+            "project": cfg.logger.project, "entity": cfg.logger.entity, "group": cfg.sweep or cfg.name,
+            "tags": tags, "name_prefix": f"{cfg.name}/{cfg.refine.variant}/{cfg.model.preset}/"}
+
+
+def is_forced(stage: str, force: list[str]) -> bool:
+    return any(stage == f or stage.startswith(f + ".") for f in force)
+
+
+def remove_artifact(out_dir: Path) -> None:
+    if out_dir.exists():
+        trash = out_dir.with_name(f".{out_dir.name}.removed.{os.getpid()}")
+        out_dir.rename(trash)
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def exit_for_requeue(where: str) -> None:
+    log(f"preempted {where}: exiting with code {EXIT_REQUEUE} so the job is requeued; finished stages are kept")
+    sys.exit(EXIT_REQUEUE)
+
+
+def wait_for(out_dir: Path, stage: str, poll_s: float = 2.0) -> None:
+    """Non-zero ranks: wait until rank 0 marks the stage complete (or failed)."""
+    while not is_complete(out_dir):
+        if (out_dir / FAILED).exists():
+            raise StageFailed(stage, 1, f" on rank 0 ({(out_dir / FAILED).read_text().strip()})")
+        if preempted():
+            exit_for_requeue(f"while waiting for {stage}")
+        time.sleep(poll_s)
+
+
+@contextlib.contextmanager
+def artifact_lock(out_dir: Path, enabled: bool):
+    """One writer per artifact: concurrent experiments (or job-array tasks) that need the same single-process stage
+    take turns; the second finds it complete and reuses it."""
+    if not enabled:
+        yield
+        return
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(out_dir.parent / f".{out_dir.name}.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def shard_identity(cfg: DictConfig, stage: PlannedStage, rank: int, world: int) -> dict:
+    """Rank and world a stage process sees: a refine job-array task's own, the SPMD rank, or 0/1."""
+    if stage.name.startswith("refine.") and cfg.refine.shard_rank is not None:  # range checked at compose time
+        return {"rank": cfg.refine.shard_rank, "world_size": cfg.refine.num_shards, "array": True}
+    if stage.definition.spmd:
+        return {"rank": rank, "world_size": world}
+    return {"rank": 0, "world_size": 1}
+
+
+def execute(cfg: DictConfig, stage: PlannedStage, run_dir: Path, rank: int, world: int) -> bool:
+    """Run one stage unless its artifact is complete; return whether it was reused."""
+    identity = shard_identity(cfg, stage, rank, world)
+    single_writer = not identity.get("array") and identity["world_size"] == 1 and rank == 0
+    with artifact_lock(stage.out_dir, single_writer):
+        return _execute(cfg, stage, run_dir, rank, identity)
+
+
+def _execute(cfg: DictConfig, stage: PlannedStage, run_dir: Path, rank: int, identity: dict) -> bool:
+    if is_forced(stage.name, list(cfg.force)) and rank == 0 and not os.environ.get("PROXLAB_FORCED_" + stage.key):
+        log(f"{stage.name}: force={list(cfg.force)} → removing {stage.out_dir} and running it again")
+        remove_artifact(stage.out_dir)
+        os.environ["PROXLAB_FORCED_" + stage.key] = "1"  # once per process: multirun jobs share the artifact
+    if is_complete(stage.out_dir):
+        log(f"{stage.name}: reusing {stage.out_dir} (complete)")
+        return True
+    if preempted():
+        exit_for_requeue(f"before {stage.name}")
+    if not stage.definition.spmd and rank != 0:
+        log(f"{stage.name}: rank {rank} waiting for rank 0")
+        wait_for(stage.out_dir, stage.name)
+        return False
+    stage.out_dir.mkdir(parents=True, exist_ok=True)
+    (stage.out_dir / FAILED).unlink(missing_ok=True)
+    spec = StageSpec(
+        stage=stage.name, key=stage.key, out_dir=str(stage.out_dir),
+        config=stage.config,
+        inputs={name: str(inp.out_dir) for name, inp in stage.inputs.items()},
+        run_dir=str(run_dir), experiment=cfg.name, logger=wandb_settings(cfg),
+        runtime={"data_dir": str(data_dir(cfg.paths.data_dir)), "devices": cfg.cluster.devices,
+                 "num_nodes": cfg.cluster.num_nodes, "accelerator": cfg.cluster.accelerator,
+                 "settings": stage.runtime, **identity},
+    )
+    spec_path = stage.out_dir / (SPEC_FILE if identity["rank"] == 0 else f"spec.rank{identity['rank']}.json")
+    spec.save(spec_path)
+    python = interpreter(dict(cfg.cluster.envs), stage.env)
+    log(f"{stage.name}: running {stage.definition.module} in env {stage.env!r} → {stage.out_dir}")
+    t0 = time.perf_counter()
+    code = run_stage_process(stage.name, python, stage.definition.module, spec_path)
+    if code == EXIT_REQUEUE or (code != 0 and preempted()):
+        exit_for_requeue(f"during {stage.name} (its exit code {code})")
+    if code != 0:
+        if rank == 0:
+            atomic_write_text(stage.out_dir / FAILED, f"exit code {code}")
+        raise StageFailed(stage.name, code, f"; its spec is {spec_path}")
+    if identity.get("array") and not is_complete(stage.out_dir):
+        log(f"{stage.name}: shard task {identity['rank']}/{identity['world_size']} done; the task that finishes the "
+            f"last shard completes the stage")
+        raise ArrayTaskDone(stage.name)
+    if stage.definition.spmd and rank != 0:
+        wait_for(stage.out_dir, stage.name)
+    log(f"{stage.name}: done in {time.perf_counter() - t0:.1f} s")
+    return False
+
+
+class ArrayTaskDone(Exception):
+    """A refine job-array task finished its shards; the rest of the graph is not this task's to run."""
+
+
+def print_plan(cfg: DictConfig, exp, stages: list[PlannedStage], run_dir: Path):
+    """Print the stage graph; with dry_run, also the planned costs, returned (a CostEstimate) for a sweep's total."""
+    log(f"experiment {cfg.name} (variant={cfg.refine.variant}, model={cfg.model.preset}, corpus={cfg.corpus.name})")
+    log(f"run directory: {run_dir}")
+    for st in stages:
+        state = "complete" if is_complete(st.out_dir) else "to run"
+        inputs = ", ".join(f"{k}={v.name}" for k, v in st.inputs.items())
+        log(f"  {st.name:<22} {st.key}  [{state}]  env={st.env}  {inputs}")
+    if cfg.dry_run:
+        from proxlab.runner.planning import cost_estimate, describe_costs, describe_training
+
+        for line in describe_training(exp) + describe_costs(exp):
+            log(line)
+        return cost_estimate(exp, {st.name: st.key for st in stages})
+    return None
+
+
+def run_experiment(cfg: DictConfig) -> dict:
+    exp = validate(cfg)
+    artifacts = Path(cfg.paths.artifacts_dir).resolve()
+    stages = plan(cfg, artifacts)
+    run_dir = run_directory(cfg, stages)
+    rank, world = rank_and_world()
+    cost = print_plan(cfg, exp, stages, run_dir)
+    if cfg.dry_run:
+        return {"cost": cost}
+    install_preemption_handlers()
+    t0 = time.perf_counter()
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        atomic_write_text(run_dir / "plan.json", json.dumps(
+            [{"stage": s.name, "key": s.key, "out_dir": str(s.out_dir), "inputs": {k: v.key for k, v in s.inputs.items()}}
+             for s in stages], indent=2))
+    ledger = Ledger(run_dir)
+    for stage in stages:
+        try:
+            reused = execute(cfg, stage, run_dir, rank, world)
+        except ArrayTaskDone:
+            return {}
+        if rank == 0:
+            ledger.add(StageEntry.from_manifest(stage.name, stage.key, stage.out_dir, reused))
+            write_run_metrics(run_dir, ledger)
+    if rank != 0:
+        return {}
+    labels = {"experiment": cfg.name, "sweep": cfg.sweep or cfg.name, "variant": cfg.refine.variant,
+              "model": cfg.model.preset, "corpus": cfg.corpus.name, "run_dir": str(run_dir),
+              "paper_table": cfg.paper_table,
+              "report_row": cfg.report_row or f"{cfg.model.preset}/{cfg.refine.variant}",
+              "refiner_presets": refiner_presets(cfg),
+              "wall_s": round(time.perf_counter() - t0, 1)}
+    summary = experiment_summary(ledger, labels)
+    atomic_write_text(run_dir / SUMMARY, json.dumps(summary, indent=2, sort_keys=True))
+    logger = MetricsLogger(run_dir / METRICS, job="summary", logger_cfg=wandb_settings(cfg), run_dir=run_dir,
+                           config=OmegaConf.to_container(cfg, resolve=True))
+    logger.summary({k: v for k, v in summary.items() if isinstance(v, (int, float)) and v is not None})
+    logger.close()
+    reused = summary["reused_stages"]
+    log(f"finished in {summary['wall_s']} s; reused {len(reused)}/{len(stages)} stages"
+        + (f" ({', '.join(reused)})" if reused else ""))
+    print_summary(summary)
+    return summary
+
+
+def refiner_presets(cfg: DictConfig) -> dict[str, str | None]:
+    """The architecture (model preset) of each refining model the variant ran, for the report's optional count of the
+    refiner's own pretraining; None where the config does not say (refine.<level>.size_preset unset)."""
+    levels = {"doc": ("doc",), "prox": ("doc", "chunk")}.get(cfg.refine.variant, ())
+    return {level: cfg.refine[level].size_preset for level in levels}
+
+
+def write_run_metrics(run_dir: Path, ledger: Ledger) -> None:
+    """The run's metrics.jsonl: every record of the artifacts it used (rewritten whole, so reruns do not duplicate)."""
+    lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in collect_stage_metrics(ledger))
+    atomic_write_text(run_dir / METRICS, lines)
+
+
+def print_summary(summary: dict) -> None:
+    evals = {k[5:]: v for k, v in summary.items() if k.startswith("eval/") and k.count("/") == 1
+             and k not in ("eval/avg", "eval/metric")}
+    if evals:
+        metric = summary.get("eval/metric", "acc_norm")
+        log(f"{metric} by task: " + ", ".join(f"{k} {v:.3f}" for k, v in evals.items() if v is not None)
+            + f" | average {summary.get('eval/avg', float('nan')):.3f}")
+    log(f"FLOPs: refine {summary['flops/refine']:.3e} + train {summary['flops/train']:.3e} = "
+        f"{summary['flops/total']:.3e}; docs kept {summary.get('docs/kept')}/{summary.get('docs/raw')}; "
+        f"train tokens {summary.get('tokens/train')}")
+
+
+@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
+def hydra_main(cfg: DictConfig) -> dict:
+    # The return value reaches Hydra callbacks (job_return.return_value): a sweep's plan sums its experiments' costs.
+    try:
+        return run_experiment(cfg)
+    except StageFailed as e:
+        log(str(e))
+        sys.exit(1)
+    except ConfigError as e:
+        log(f"config error: {e}")
+        sys.exit(2)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Hydra's parser takes its flags before the overrides only; `proxlab run exp=x -m refine=a,b` is common enough
+    # (and an unhelpful "unrecognized arguments" otherwise) that -m/--multirun may go anywhere.
+    flags = [a for a in argv if a in ("-m", "--multirun")]
+    sys.argv = [sys.argv[0], *flags, *[a for a in argv if a not in flags]]
+    hydra_main()
+
+
+if __name__ == "__main__":
+    main()

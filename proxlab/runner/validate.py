@@ -1,0 +1,66 @@
+"""Checking a composed experiment before any stage runs: every value check of the schemas
+(`proxlab.core.config.check_experiment`), plus those that need a stage package: the eval suite knows the tasks, a
+local refining model exists. Each error names the key, so `proxlab run exp=smoke train.max_steps=-5` fails in a second
+instead of after three stages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from proxlab.core.config import ConfigError, ExperimentConfig, check_experiment, load
+
+LOCAL_MODEL_SCHEME = "proxlab:"  # proxlab.models.SCHEME
+
+
+def typed(cfg: DictConfig) -> ExperimentConfig:
+    """The composed config as the typed `ExperimentConfig` (without Hydra's own node)."""
+    keys = [k for k in cfg if k != "hydra"]  # Hydra's own node may hold values only a running app resolves
+    container = OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys), resolve=True)
+    return load(ExperimentConfig, container, where="experiment")
+
+
+def validate(cfg: DictConfig) -> ExperimentConfig:
+    exp = typed(cfg)
+    check_experiment(exp)
+    check_eval_tasks(exp)
+    for level in {"doc": ("doc",), "prox": ("doc", "chunk")}.get(exp.refine.variant, ()):
+        check_refiner(f"refine.{level}", getattr(exp.refine, level))
+    return exp
+
+
+def check_eval_tasks(exp: ExperimentConfig) -> None:
+    from proxlab.evaluate.tasks.suites import SUITES
+
+    suite = SUITES.get(exp.eval.suite)
+    if suite is None:
+        raise ConfigError("eval.suite", exp.eval.suite, f"expected one of {sorted(SUITES)}")
+    unknown = [t for t in exp.eval.tasks if t not in suite.tasks]
+    if unknown:
+        raise ConfigError("eval.tasks", list(exp.eval.tasks),
+                          f"suite {suite.name!r} has no task(s) {unknown}; it has {sorted(suite.tasks)}")
+    unknown = sorted(set(exp.eval.task_limits) - set(suite.tasks))
+    if unknown:
+        raise ConfigError("eval.task_limits", dict(exp.eval.task_limits), f"unknown task(s) {unknown}")
+
+
+def check_refiner(where: str, gen) -> None:
+    """A refiner given as a local path must exist; a `proxlab:` model must be one proxlab builds; anything else is a
+    Hugging Face id, resolved by the backend (from the local HF cache when offline)."""
+    from proxlab.models import LOCAL_MODELS
+
+    for key in ("model", "tokenizer"):
+        name = getattr(gen, key)
+        if not name:
+            continue
+        if name.startswith(LOCAL_MODEL_SCHEME):
+            if name[len(LOCAL_MODEL_SCHEME):] not in LOCAL_MODELS:
+                raise ConfigError(f"{where}.{key}", name,
+                                  f"proxlab builds {sorted(LOCAL_MODEL_SCHEME + m for m in LOCAL_MODELS)}")
+            continue
+        path = Path(name).expanduser()
+        looks_local = path.is_absolute() or name.startswith((".", "~")) or len(path.parts) > 2
+        if looks_local and not path.exists():
+            raise ConfigError(f"{where}.{key}", name, "no such directory (a local refiner must exist; an HF id is "
+                                                     "'org/name')")

@@ -1,0 +1,84 @@
+"""Config errors fail fast and name what is wrong (issue: a typo fails within seconds, naming the key)."""
+
+import subprocess
+import sys
+import time
+
+from proxlab.core.paths import REPO_ROOT
+from proxlab.runner.run import CONF_DIR  # noqa: F401  (registers the schemas)
+
+
+def proxlab(*args, timeout=60):
+    return subprocess.run([sys.executable, "-m", "proxlab.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO_ROOT)
+
+
+def test_typo_in_override_fails_fast_naming_the_key():
+    t0 = time.perf_counter()
+    r = proxlab("run", "exp=smoke", "model.n_layr=2")
+    assert r.returncode != 0
+    assert "n_layr" in r.stderr + r.stdout
+    assert time.perf_counter() - t0 < 30
+
+
+def test_unknown_experiment_lists_known_ones():
+    r = proxlab("run", "exp=no_such_experiment")
+    assert r.returncode != 0
+    out = r.stderr + r.stdout
+    assert "exp/no_such_experiment" in out and "smoke" in out
+
+
+def test_wrong_type_fails():
+    r = proxlab("run", "exp=smoke", "train.max_steps=many")
+    assert r.returncode != 0 and "max_steps" in r.stderr + r.stdout
+
+
+def test_every_named_experiment_composes_and_plans():
+    from proxlab.runner.compose import compose_config
+    from proxlab.runner.graph import plan
+
+    names = sorted(p.stem for p in (REPO_ROOT / "conf" / "exp").glob("*.yaml"))
+    assert {"smoke", "table2", "fig5", "fig6", "table3", "table5_mistral", "prox_1b"} <= set(names)
+    for name in names:
+        cfg = compose_config([f"exp={name}"])
+        assert cfg.name and "${" not in cfg.name, name
+        assert plan(cfg, REPO_ROOT / "artifacts")[-1].name == "evaluate", name
+
+
+def test_typo_in_a_refine_setting_fails_naming_the_key():
+    """Settings the refine code reads are schema fields: a misspelt one fails at compose time, before any work."""
+    r = proxlab("run", "exp=smoke_prox", "refine=doc", "refine.doc.thredas=2")
+    assert r.returncode != 0
+    assert "thredas" in r.stderr + r.stdout
+
+
+def test_refine_settings_read_by_the_code_are_typed_fields():
+    from proxlab.runner.compose import compose_config
+
+    cfg = compose_config(["exp=smoke_prox", "refine=prox", "refine.doc.threads=2", "refine.chunk.chat_format=llama2",
+                          "refine.doc.truncation=content", "refine.doc.max_model_len=1024",
+                          "refine.doc.kv_cache_gib=4", "refine.doc.request_timeout_s=30",
+                          "refine.doc.max_num_seqs=8", "refine.doc.vllm_multiprocessing=true",
+                          "refine.apply.count_tokens=false"])
+    assert cfg.refine.doc.threads == 2 and cfg.refine.doc.max_model_len == 1024
+    assert cfg.refine.chunk.threads is None and cfg.refine.chunk.chat_format == "llama2"
+    assert cfg.refine.apply.count_tokens is False
+
+
+def test_stage_settings_fill_defaults_and_reject_unknown_keys():
+    """Hand-built stage configs (tests, benchmarks, refine eval) get the schema's defaults; a typo fails naming it."""
+    import pytest
+
+    from proxlab.core.config import ApplyConfig, GenerateConfig, ModelConfig, load
+
+    cfg = load(GenerateConfig, {"model": "m"}, runtime={"threads": 3})
+    assert cfg.threads == 3 and cfg.chat_format == "auto" and cfg.kv_cache_gib == 2
+    assert load(GenerateConfig, {"threads": 1}, runtime={"threads": 3}).threads == 1  # the config wins
+    assert load(ApplyConfig, {"mode": "strict"}).drop_ratio == 0.05
+    assert load(ModelConfig, {"preset": "tiny", "tokenizer": {"vocab_size": 512}}).tokenizer.vocab_size == 512
+    with pytest.raises(KeyError, match="thredas"):
+        load(GenerateConfig, {"thredas": 2})
+    with pytest.raises(KeyError, match="drop_ration"):
+        load(ApplyConfig, {"drop_ration": 0.1})
+    with pytest.raises(KeyError, match="vocab_sise"):
+        load(ModelConfig, {"tokenizer": {"vocab_sise": 1}})
