@@ -1,4 +1,4 @@
-"""The `proxlab` command: `run`, `report`, `plan`, `evaluate`, `submit`, `wandb-sync`, `stage`.
+"""The `proxlab` command: `run`, `report`, `plan`, `evaluate`, `submit`, `wandb-sync`, `stage`, `export`, `lm-eval`.
 
 `run` (and `plan`, `evaluate`, `submit`) take Hydra overrides (`exp=smoke model.n_layer=2`, `-m` for sweeps);
 `report` and `wandb-sync` take key=value options; `stage NAME --spec FILE` runs one stage by hand.
@@ -25,6 +25,11 @@ commands:
   submit exp=NAME [overrides]      write and submit the sbatch command for an experiment
   stage MODULE --spec FILE         run one stage from its spec (e.g. proxlab.refine.rules)
   refine eval [--rules|--model]    doc-level keep/drop F1 of rules or refiners on labelled documents (--help)
+  export CKPT OUT                  write a LitGPT checkpoint (or a pretrain artifact's final/) as a Hugging Face
+                                   model directory: safetensors, config, tokenizer (transformers, vLLM, lm_eval hf)
+  lm-eval [lm_eval args]           lm-eval's own command line with proxlab's `litgpt` model registered and, unless
+                                   --include_path is given, proxlab's task YAMLs included, e.g.
+                                   lm-eval --model litgpt --model_args checkpoint_dir=CKPT --tasks general_arc_easy
 """
 
 
@@ -76,6 +81,10 @@ def main(argv: list[str] | None = None) -> None:
         from proxlab.core.stage import stage_cli
 
         stage_cli(module.main, rest[1:])
+    elif command == "export":
+        export_main(rest)
+    elif command in ("lm-eval", "lm_eval"):
+        lm_eval_main(rest)
     elif command == "refine-eval" or (command == "refine" and rest[:1] == ["eval"]):
         from proxlab.refine import refiner_eval
 
@@ -83,6 +92,39 @@ def main(argv: list[str] | None = None) -> None:
     else:
         raise SystemExit(f"proxlab: unknown command {command!r}\n\n{USAGE}")
 
+
+def export_main(args: list[str]) -> None:
+    """`proxlab export CKPT OUT`: the checkpoint as an HF model directory (proxlab.evaluate.lms.convert)."""
+    if len(args) != 2 or args[0] in ("-h", "--help"):
+        raise SystemExit("usage: proxlab export CKPT OUT   (CKPT: a step-*/ or final/ checkpoint, or a pretrain "
+                         "artifact directory, whose final/ is exported)")
+    from proxlab.evaluate.lms.convert import litgpt_to_hf
+
+    print(litgpt_to_hf(args[0], args[1]), flush=True)
+
+
+def lm_eval_main(args: list[str]) -> None:
+    """`proxlab lm-eval ARGS...`: `lm_eval ARGS...` (its `cli_evaluate`, every flag as documented by lm-eval) after
+    registering proxlab's `litgpt` model; without `--include_path`, proxlab's task directory
+    (proxlab/evaluate/tasks: general_*, selection_*, math_* tasks) is included. Task data come from the data directory
+    (`--metadata data_dir=DIR`, else $PROXLAB_DATA_DIR, else <repo>/../shared/data)."""
+    import proxlab.evaluate.lms.litgpt  # noqa: F401  registers `litgpt` before lm-eval parses anything
+    from lm_eval.__main__ import cli_evaluate
+
+    from proxlab.evaluate.tasks import suites
+
+    args = list(args)
+    subcommands = ("run", "ls", "validate")
+    evaluating = bool(args) and not any(a in ("-h", "--help") for a in args[:1]) and (
+        args[0] not in subcommands[1:])
+    if evaluating and not any(a == "--include_path" or a.startswith("--include_path=") for a in args):
+        args += ["--include_path", str(Path(suites.__file__).resolve().parent)]
+    argv = sys.argv
+    sys.argv = ["lm-eval", *args]
+    try:
+        cli_evaluate()
+    finally:
+        sys.argv = argv
 
 
 def evaluate_main(args: list[str]) -> None:

@@ -44,25 +44,39 @@ class CorpusConfig:
     name: str = "sample_web"
     source: str = "local"  # local | hf
     path: Optional[str] = None  # a folder or file; None = <data_dir>/web
-    include: list[str] = field(default_factory=lambda: ["*.jsonl", "*.jsonl.gz", "*.parquet"])
+    # File name patterns read under `path` (jsonl, gzip-compressed JSON lines, parquet; docs/refine.md "Prepare").
+    include: list[str] = field(default_factory=lambda: ["*.jsonl", "*.jsonl.gz", "*.json.gz", "*.parquet"])
     # The DCLM file carries human quality labels: it is an evaluation set for refiners, not pretraining text.
     exclude: list[str] = field(default_factory=lambda: ["dclm_human_quality_annotated.jsonl"])
     hf_dataset: Optional[str] = None  # a Hugging Face dataset id, streamed (needs network)
     hf_config: Optional[str] = None
     hf_split: str = "train"
+    # The dataset's git revision on the hub, in prepare's key: pin a commit for a reproducible pool ("main" moves).
+    hf_revision: str = "main"
     text_field: str = "text"
     id_field: Optional[str] = "id"
-    num_docs: Optional[int] = 2000  # deterministic sample size; None keeps every document
+    # Exact sample size: the num_docs documents with the smallest hash(seed, id), in hash order; memory O(num_docs)
+    # documents per process, for small runs. None: no size limit (stream every document, or sample_fraction of them).
+    num_docs: Optional[int] = 2000
+    # Keep a document iff hash(seed, id) < sample_fraction * 2**64: a per-document decision that streams in bounded
+    # memory at any corpus size. None (or 1.0) keeps every document; with num_docs, num_docs of the fraction.
+    sample_fraction: Optional[float] = None
     seed: int = 1234
-    docs_per_shard: int = 500  # the corpus shard size: the unit of work, resumption and job-array claims
-    on_bad_line: str = "error"  # error: stop naming file and line | skip: count, log and go on
+    # Rows per docs-NNNNN.parquet shard (an input file's last shard may be shorter when num_docs is None): the unit
+    # of work, resumption and job-array claims of the refine stages. prepare's own unit is the input file.
+    docs_per_shard: int = 500
+    # error: stop naming file:line and the problem | skip: count, log to bad_lines.jsonl (file:line) and go on
+    on_bad_line: str = "error"
     min_chars: int = 1  # shorter texts are dropped with reason "empty"
     tokens: Optional[float] = plan_only(None)  # the raw pool's size in training-tokenizer tokens
 
 
 @dataclass
 class RulesConfig:
-    filters: list[str] = field(default_factory=lambda: ["gopher", "c4", "fineweb"])  # applied in this order
+    # Rule sets applied in this order (refine/rules.py): gopher = datatrove's Gopher repetition + Gopher quality
+    # filters, c4 = C4 quality (edits lines), fineweb = FineWeb quality; [gopher, c4, fineweb] is FineWeb's pipeline
+    # order. A single filter (gopher_rep, gopher_qual) may be named instead of its rule set.
+    filters: list[str] = field(default_factory=lambda: ["gopher", "c4", "fineweb"])
     # C4's rule drops lines without terminal punctuation; FineWeb's pipeline turned it off (datatrove
     # examples/fineweb.py). Default: the original C4 rule; conf/refine/rules.yaml (Go+C4+FW) follows FineWeb.
     c4_terminal_punct: bool = True
@@ -190,6 +204,10 @@ class TrainConfig:
     num_workers: int = runtime(0)
     strategy: str = "auto"  # auto | ddp | fsdp
     tokenize_workers: int = runtime(1)
+    # The last val_fraction of the variant's documents (at least one) are held out of training for a validation loss.
+    # 0: no hold-out, the whole variant trains. The paper recipes set 0: the paper reports no validation loss, and a
+    # hold-out would shrink the pool whose epochs paper Table 7 states (a held-out 2% of 62.5B tokens is 1.25B).
+    val_fraction: float = 0.02
     # FSDP only: recompute each Block's activations in the backward pass (the reference code's Mistral-7B run).
     activation_checkpointing: bool = runtime(False)
     deterministic: Optional[bool] = runtime(None)  # torch deterministic algorithms; None: on for CPU runs, off on GPU
@@ -205,9 +223,16 @@ class EvalConfig:
     seed: int = 1234
     checkpoints: str = "final"  # final | all (accuracy-by-step curves)
     on_missing_task: str = "error"  # error | skip
+    # on_missing_task=skip is refused for an experiment that reproduces a paper table (paper_table set) unless forced
+    # here; a forced skip shows as "skipped" in the paper table, with a footnote.
+    force_skip: bool = False
     model: Optional[str] = None  # evaluate an HF model or checkpoint directly instead of the pretrain output
     task_limits: dict[str, int] = field(default_factory=dict)  # per-task sample caps (e.g. {mmlu: 4} per subject)
     max_gen_toks: Optional[int] = None  # generation tasks: cap new tokens (shorter runs on CPU)
+    # {task: file}: the file of the split a task scores, relative to the data directory (or absolute), instead of the
+    # suite's, e.g. the paper's split {sciq: eval/sciq_test.jsonl}. A missing file fails before any evaluation, naming
+    # the task, this key and the path. Hashed: it changes results.
+    task_files: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -410,6 +435,8 @@ def check_train(t: TrainConfig) -> None:
     _positive("train.warmup_steps", t.warmup_steps, allow_zero=True)
     if t.early_stop_step is not None and not 0 < t.early_stop_step <= t.max_steps:
         raise ConfigError("train.early_stop_step", t.early_stop_step, f"must lie in (0, max_steps={t.max_steps}]")
+    if not 0.0 <= t.val_fraction < 0.5:
+        raise ConfigError("train.val_fraction", t.val_fraction, "must lie in [0, 0.5)")
     if t.warmup_steps > t.max_steps:
         raise ConfigError("train.warmup_steps", t.warmup_steps, f"exceeds train.max_steps={t.max_steps}")
     _choice("train.schedule", t.schedule)
@@ -447,6 +474,9 @@ def check_experiment(cfg: ExperimentConfig) -> None:
     _positive("corpus.docs_per_shard", cfg.corpus.docs_per_shard)
     if cfg.corpus.num_docs is not None:
         _positive("corpus.num_docs", cfg.corpus.num_docs)
+    if cfg.corpus.sample_fraction is not None and not 0.0 < cfg.corpus.sample_fraction <= 1.0:
+        raise ConfigError("corpus.sample_fraction", cfg.corpus.sample_fraction, "must lie in (0, 1] (or be null)")
+    _positive("corpus.min_chars", cfg.corpus.min_chars, allow_zero=True)
     for level in ("doc", "chunk"):
         check_generate(getattr(cfg.refine, level), level)
     for name in ("drop_ratio", "min_ratio"):
@@ -463,3 +493,6 @@ def check_experiment(cfg: ExperimentConfig) -> None:
     if cfg.eval.limit is not None:
         _positive("eval.limit", cfg.eval.limit)
     _positive("eval.batch_size", cfg.eval.batch_size)
+    for task, path in cfg.eval.task_files.items():
+        if not isinstance(path, str) or not path.strip():
+            raise ConfigError(f"eval.task_files.{task}", path, "must be a file path (relative to paths.data_dir)")

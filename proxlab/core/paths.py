@@ -35,6 +35,23 @@ def models_cache_dir() -> Path:
     return (Path(root) if root else REPO_ROOT / ".cache") / "models"
 
 
+def files_identity(paths: list[Path]) -> list[list]:
+    """[resolved path, size, mtime in ns] of each file: what a stage reads from outside the artifact store, for its
+    content key. Size and mtime rather than a content hash: stat-ing a paper-scale pool's 11,760 files takes seconds
+    where hashing its terabytes would take hours; any edit, copy or replacement changes mtime (or size)."""
+    out = []
+    for p in sorted(Path(p).resolve() for p in paths):
+        st = p.stat()
+        out.append([str(p), st.st_size, st.st_mtime_ns])
+    return out
+
+
+def tree_files(path: Path) -> list[Path]:
+    """Every file under a directory (or the file itself)."""
+    path = Path(path)
+    return [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+
+
 @contextmanager
 def file_lock(path: Path):
     """An exclusive flock on `path` (created), so concurrent processes build a cached thing once."""

@@ -48,6 +48,9 @@ class StageSpec:
     experiment: str = ""
     logger: dict[str, Any] = field(default_factory=dict)  # W&B settings: mode, project, group, tags, dir
     runtime: dict[str, Any] = field(default_factory=dict)  # not hashed: seeds for progress, device hints, paths
+    # What the stage reads from outside the artifact store, as the graph keyed it: {name: [[path, size, mtime_ns]]}
+    # for local files, {name: {"hf": id, "revision": rev}} for hub ids. Hashed into the key; recorded in the manifest.
+    sources: dict[str, Any] = field(default_factory=dict)
 
     @property
     def out(self) -> Path:
@@ -185,6 +188,7 @@ def write_manifest(spec: StageSpec, result: StageResult, started: str, wall_s: f
         "config": spec.config,
         "inputs": spec.inputs,
         "input_keys": {k: Path(v).name for k, v in spec.inputs.items()},
+        "sources": spec.sources,
         "proxlab_version": __version__,
         "git": git_state(),
         "packages": package_versions(),

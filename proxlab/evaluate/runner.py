@@ -9,7 +9,13 @@ Results format (one checkpoint)::
     {"suite", "checkpoint", "step", "model", "num_fewshot", "limit", "metric",
      "tasks": {task: {"acc", "acc_norm" (None if the task has none), "n", "chance", "metric"}},
      "avg": unweighted mean over tasks of each task's reported metric,
-     "skipped": {task: [missing files]}, "subtasks": {"mmlu": {subject: {...}}}, "runtime_s"}
+     "skipped": {task: [missing files]}, "subtasks": {"mmlu": {subject: {...}}}, "runtime_s",
+     "on_missing_task", "force_skip", "task_files",
+     "data": {task: {"file", "split", "n_file", "n", "limit", "sample", "fewshot", "paper", "substitute", "note", ...}}}
+
+``data`` records what each task scored (``proxlab.evaluate.tasks.splits.data_record``): the file relative to the data
+directory, its split, the items it holds and the items scored, the sampling rule, the few-shot source, and how that
+differs from the paper's data (``substitute``, empty when it is the paper's).
 
 Accuracies are fractions in [0, 1]; ``chance`` is the expected accuracy of a uniform guess (mean of 1/#choices over
 the scored docs; 0 for free-form math answers).
@@ -32,7 +38,7 @@ from typing import Any, Mapping
 
 from proxlab.core.config import EvalConfig, load
 from proxlab.evaluate.tasks.data import resolve_data_dir
-from proxlab.evaluate.tasks.suites import SuiteDef, TaskDef, check_data, get_suite, resolve_tasks
+from proxlab.evaluate.tasks.suites import SuiteDef, TaskDef, check_data, get_suite, resolve_tasks, task_config
 
 log = logging.getLogger(__name__)
 
@@ -163,12 +169,34 @@ def write_samples(samples: dict[str, list[dict[str, Any]]], tasks: list[TaskDef]
 
 def select_tasks(suite: SuiteDef, cfg: EvalConfig, data_root: Path) -> tuple[list[TaskDef], dict[str, list[str]]]:
     """The suite's tasks ``cfg`` asks for whose data is present, and the skipped ones with their missing files."""
-    tasks, skipped = check_data(suite, resolve_tasks(suite, cfg.tasks), data_root, cfg.on_missing_task)
+    tasks, skipped = check_data(suite, resolve_tasks(suite, cfg.tasks), data_root, cfg.on_missing_task,
+                                cfg.task_files)
     for name, files in skipped.items():
         log.warning("eval suite %s: skipping task %s, data missing: %s", suite.name, name, ", ".join(files))
     if not tasks:
         raise RuntimeError(f"suite {suite.name!r}: no task left to run (skipped: {sorted(skipped)})")
     return tasks, skipped
+
+
+def check_suite_data(cfg: EvalConfig | Mapping[str, Any], data_dir: str | Path | None = None
+                     ) -> tuple[list[TaskDef], dict[str, list[str]]]:
+    """The data check, before any model is loaded: ``eval.task_files`` all present (else an error naming the task, the
+    key and the path), and every task's files present or skipped per ``on_missing_task``."""
+    cfg = eval_config(cfg)
+    return select_tasks(get_suite(cfg.suite), cfg, resolve_data_dir(data_dir))
+
+
+def data_records(suite: SuiteDef, tasks: list[TaskDef], cfg: EvalConfig, data_root: Path,
+                 per_task: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per task: the file, split and items it scored, compared with the paper's (``tasks.splits.data_record``)."""
+    from proxlab.evaluate.tasks.splits import data_record
+
+    task_limits = cfg.task_limits or {}
+    return {t.name: data_record(suite.name, t.name, task_config(suite, t, cfg.task_files),
+                                limit=task_limits.get(t.name, cfg.limit), num_fewshot=cfg.num_fewshot, seed=cfg.seed,
+                                data_dir=data_root, n_scored=per_task.get(t.name, {}).get("n"),
+                                overridden=t.name in (cfg.task_files or {}))
+            for t in tasks}
 
 
 def _limit_groups(tasks: list[TaskDef], cfg: EvalConfig) -> dict[Any, list[str]]:
@@ -187,7 +215,7 @@ def run_lm_eval(lm, suite: SuiteDef, tasks: list[TaskDef], cfg: EvalConfig, data
     from lm_eval.tasks import TaskManager
 
     tm = TaskManager(include_path=str(suite.include_path), include_defaults=False,
-                     metadata={"data_dir": str(data_root)})
+                     metadata={"data_dir": str(data_root), "task_files": dict(cfg.task_files or {})})
     seed = cfg.seed
     gen_kwargs = {"max_gen_toks": int(cfg.max_gen_toks)} if cfg.max_gen_toks else None
     out: dict[str, Any] = {"results": {}, "n-samples": {}, "samples": {}}
@@ -259,6 +287,8 @@ def run_suite(lm, cfg: EvalConfig | Mapping[str, Any], data_dir: str | Path | No
         "num_fewshot": cfg.num_fewshot, "limit": cfg.limit, "task_limits": dict(cfg.task_limits or {}), "seed": cfg.seed,
         "metric": suite_metric(suite), "tasks": per_task, "avg": float(sum(reported) / len(reported)),
         "skipped": skipped, "subtasks": subtasks, "data_dir": str(data_root),
+        "on_missing_task": cfg.on_missing_task, "force_skip": bool(cfg.force_skip),
+        "task_files": dict(cfg.task_files or {}), "data": data_records(suite, tasks, cfg, data_root, per_task),
     }
     if samples_dir is not None:
         results["samples_dir"] = str(samples_dir)
@@ -290,6 +320,11 @@ def format_table(results: dict[str, Any]) -> str:
         lines.append(f"{name:<16}{e['metric']:<10}{e[e['metric']]:>8.4f}{e['chance']:>8.4f}{e['acc']:>8.4f}"
                      f"{an:>10}{e['n']:>7}")
     lines.append(f"{'avg':<16}{results['metric']:<10}{results['avg']:>8.4f}")
+    for name, files in (results.get("skipped") or {}).items():
+        lines.append(f"skipped {name}: data missing ({', '.join(files)})")
+    for name, d in (results.get("data") or {}).items():
+        lines.append(f"data {name}: {d['note']}" + (f"  [differs from the paper: {'; '.join(d['substitute'])}]"
+                                                     if d.get("substitute") else ""))
     return "\n".join(lines)
 
 
@@ -302,6 +337,7 @@ def evaluate_model(model: str, suite_cfg: EvalConfig | Mapping[str, Any], out_di
     from proxlab.core.stage import atomic_write_text
 
     cfg = eval_config(suite_cfg)
+    check_suite_data(cfg, data_dir)  # before loading the model
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     kind, loc = resolve_model_path(model)

@@ -10,7 +10,9 @@ Outputs under the artifact dir:
   ``samples/<checkpoint>/<task>.jsonl`` per-sample contexts, log-likelihoods / generations, predictions, scores
   ``metrics.jsonl``                     ``eval/<task>`` and ``eval/avg`` per step, a table per checkpoint, a summary
 
-Config: ``spec.config`` is the ``eval`` section, loaded once into an ``EvalConfig``. Device: ``spec.runtime
+Config: ``spec.config`` is the ``eval`` section, loaded once into an ``EvalConfig``; its data (``eval.task_files``
+included) is checked before any checkpoint is loaded. Each results file records, per task, the file, split and items
+scored and how they differ from the paper's (``data``; ``proxlab.evaluate.tasks.splits``). Device: ``spec.runtime
 ["accelerator"]`` (``cpu`` | ``gpu`` | ``auto``, the cluster's), mapped to a torch device by ``torch_device``.
 """
 
@@ -171,8 +173,17 @@ def stage_result(final_res: dict[str, Any], all_results: list[dict[str, Any]]) -
                        flops={}, extra={"results": final_res})
 
 
+def check_data(cfg: EvalConfig, data_dir: str | None) -> None:
+    """Before any checkpoint is loaded: ``eval.task_files`` all present (an error names the task, the key and the
+    path) and every task's data present, or skipped as ``eval.on_missing_task`` says."""
+    from proxlab.evaluate.runner import check_suite_data
+
+    check_suite_data(cfg, data_dir)
+
+
 def main(spec: StageSpec) -> StageResult:
     cfg = load_config(spec)
+    check_data(cfg, spec.runtime.get("data_dir"))
     spec.out.mkdir(parents=True, exist_ok=True)
     run = _Run(cfg, spec.runtime.get("data_dir"), torch_device(spec.runtime.get("accelerator")), spec.out,
                MetricsLogger.for_stage(spec))

@@ -27,14 +27,17 @@ from typing import Any, Iterator
 
 from proxlab.core.stage import StageResult, StageSpec, atomic_write_text, stage_cli
 
-VAL_FRACTION = 0.02
+VAL_FRACTION = 0.02  # the default of train.val_fraction (hand-built specs may omit it)
 ITEM_DOCS = 256  # documents per yielded token array
 _TOKENIZERS: dict[str, Any] = {}
 
 
-def split_ranges(n_docs: int) -> dict[str, tuple[int, int]]:
-    """Document index ranges [start, stop) of train and val: the last 2% (>= 1 doc) is val when n_docs >= 2."""
-    n_val = max(1, round(VAL_FRACTION * n_docs)) if n_docs >= 2 else 0
+def split_ranges(n_docs: int, val_fraction: float = VAL_FRACTION) -> dict[str, tuple[int, int]]:
+    """Document index ranges [start, stop) of train and val: the last `val_fraction` (>= 1 doc) is val when
+    n_docs >= 2; with val_fraction 0 every document trains and there is no val split."""
+    if not val_fraction:
+        return {"train": (0, n_docs)}
+    n_val = max(1, round(val_fraction * n_docs)) if n_docs >= 2 else 0
     return {"train": (0, n_docs - n_val), "val": (n_docs - n_val, n_docs)}
 
 
@@ -188,9 +191,10 @@ def build_split(items: list, out: Path, split: str, tokenizer_dir: Path, block_s
 def main(spec: StageSpec) -> StageResult:
     from proxlab.core.formats import corpus_shards, count_rows
 
-    if set(spec.config) != {"seq_len"}:
-        raise KeyError(f"tokenize: spec.config is {{'seq_len': train.seq_len}}, got keys {sorted(spec.config)} (the "
-                       "worker count goes in spec.runtime['settings']['workers'])")
+    unknown = set(spec.config) - {"seq_len", "val_fraction"}
+    if unknown or "seq_len" not in spec.config:
+        raise KeyError(f"tokenize: spec.config is {{'seq_len': train.seq_len, 'val_fraction': train.val_fraction}}, "
+                       f"got keys {sorted(spec.config)} (the worker count goes in spec.runtime['settings']['workers'])")
     block_size = spec.config["seq_len"] + 1
     workers = (spec.runtime.get("settings") or {}).get("workers", 1)
     tokenizer_dir = spec.input("tokenizer")
@@ -198,7 +202,7 @@ def main(spec: StageSpec) -> StageResult:
         raise FileNotFoundError(f"input 'tokenizer': no tokenizer.json in {tokenizer_dir}")
     files = corpus_shards(spec.input("docs"))
     n_docs = count_rows(spec.input("docs"))
-    ranges = split_ranges(n_docs)
+    ranges = split_ranges(n_docs, spec.config.get("val_fraction", VAL_FRACTION))
     # fork starts litdata's writer and the tokenizing processes in ~0.1 s instead of ~10 s (spawn re-imports torch);
     # the output is the same.
     start_method = spec.runtime.get("mp_start") or os.environ.get("PROXLAB_MP_START") or "fork"
@@ -217,6 +221,7 @@ def main(spec: StageSpec) -> StageResult:
             build_split(work_items(files, start, stop), out, split, tokenizer_dir, block_size, workers, start_method)
         stats[split] = {"docs": stop - start, **chunk_stats(out / split, block_size)}
 
+    stats.setdefault("val", {"docs": 0, "tokens": 0, "windows": 0})
     summary = {
         "docs": n_docs,
         "tokens": stats["train"]["tokens"] + stats["val"]["tokens"],

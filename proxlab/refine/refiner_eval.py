@@ -28,13 +28,15 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 from proxlab.refine.refiner_metrics import doc_f1
 
 Decide = Callable[[list[str]], list[bool]]
 DCLM_FILE = "web/dclm_human_quality_annotated.jsonl"
-RULE_SETS = {"gopher": ["gopher"], "c4": ["c4"], "fineweb": ["fineweb"], "all": ["gopher", "c4", "fineweb"]}
+# `--rules` name -> the refine variant (conf/refine/<variant>.yaml) whose rules it scores: the stage's own settings
+# (filters, C4's terminal-punctuation rule, language), so both run the same datatrove filters (rules.build_filters).
+RULE_SETS = {"gopher": "rules_gopher", "c4": "rules_c4", "fineweb": "rules_fineweb", "all": "rules"}
 
 JUDGE_PROMPT = (
     "Decide whether the following web document is worth keeping for training a language model. Keep informative, "
@@ -77,17 +79,14 @@ def evaluate_refiner(labelled_jsonl: str | Path, decide: Decide, limit: int | No
 # Deciders
 
 
-def rules_decider(filters: Sequence[str], c4_terminal_punct: bool | None = None, language: str = "eng") -> Decide:
-    """Keep iff every filter keeps (datatrove's filters, as stage refine.rules runs them).
+def rules_decider(rules: str | Any) -> Decide:
+    """Keep iff stage refine.rules keeps: `rules` is a refine variant's name (a value of RULE_SETS, e.g.
+    "rules_gopher", read from conf/refine/) or a RulesConfig. The filters come from `rules.build_filters`, the
+    stage's code, so e.g. "rules_gopher" runs Gopher repetition + quality, "rules" the whole FineWeb chain (with
+    FineWeb's C4 setting: no terminal-punctuation line rule)."""
+    from proxlab.refine.rules import apply_filters, build_filters, variant_rules
 
-    C4's terminal-punctuation line rule: on for C4 alone (the original C4 rule), off in the chain (FineWeb's setting,
-    as conf/refine/rules.yaml).
-    """
-    from proxlab.core.config import RulesConfig
-    from proxlab.refine.rules import apply_filters, build_filters
-
-    punct = (list(filters) == ["c4"]) if c4_terminal_punct is None else c4_terminal_punct
-    flts = build_filters(RulesConfig(filters=list(filters), c4_terminal_punct=punct, language=language))
+    flts = build_filters(variant_rules(rules) if isinstance(rules, str) else rules)
 
     def decide(texts: list[str]) -> list[bool]:
         return [apply_filters(flts, t, str(i))[1] is None for i, t in enumerate(texts)]

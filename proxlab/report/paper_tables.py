@@ -3,15 +3,113 @@
 Accuracies are percentages with one decimal, as in the paper; AVG is the unweighted mean of the table's columns;
 `#Win` (where the paper has it) counts the columns where a row is the best of the table's rows of the same source.
 Rows the paper has but we have not run show the paper's numbers only; rows we ran that the paper lacks show ours only.
+
+Under each table: a numbered footnote for every column whose task ran on other data than the paper's (a substitute
+split or subset, other few-shot exemplars; the column header carries its number) or was skipped (the cell reads
+"skipped": `eval.on_missing_task=skip`, which a paper-table experiment needs `eval.force_skip=true` for), and a data
+note per task (file, split, items, sample, few-shot source). Both come from the evaluate results of each run (its
+ledger's evaluate entry, `data` and `skipped`), written by the evaluate stage.
 """
 
 from __future__ import annotations
 
 import csv
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from proxlab.report.paper import PaperTable
+from proxlab.runner.ledger import LEDGER
+
+
+def eval_results(summary: dict[str, Any]) -> dict[str, Any]:
+    """The final evaluate results behind a run's summary (its ledger's evaluate entry: per-task `data` records,
+    `skipped` tasks); {} when the run has none."""
+    run_dir = summary.get("run_dir")
+    if not run_dir:
+        return {}
+    try:
+        ledger = json.loads((Path(run_dir) / LEDGER).read_text())
+    except (OSError, ValueError):
+        return {}
+    evaluate = (ledger.get("stages") or {}).get("evaluate") or {}
+    return (evaluate.get("extra") or {}).get("results") or {}
+
+
+@dataclass
+class DataNotes:
+    """What a table's runs evaluated on: footnote numbers per task, the footnotes, and one data line per task."""
+
+    marks: dict[str, list[int]] = field(default_factory=dict)  # task -> its footnote numbers
+    footnotes: list[str] = field(default_factory=list)  # footnote i + 1
+    data: list[str] = field(default_factory=list)
+
+    def add(self, task: str, text: str) -> None:
+        self.footnotes.append(text)
+        self.marks.setdefault(task, []).append(len(self.footnotes))
+
+    def label(self, column: str, task: str) -> str:
+        marks = self.marks.get(task)
+        return f"{column} [{','.join(map(str, marks))}]" if marks else column
+
+    def lines(self) -> list[str]:
+        """Markdown: the numbered footnotes, then the data line of every task."""
+        out: list[str] = []
+        if self.footnotes:
+            out += ["Data that differs from the paper's:", ""]
+            out += [f"- [{i}] {text}" for i, text in enumerate(self.footnotes, 1)] + [""]
+        if self.data:
+            out += ["Data per task (ours):", ""] + [f"- {line}" for line in self.data] + [""]
+        return out
+
+
+def _rows(rows: list[str], of: list[str]) -> str:
+    return "" if len(of) <= 1 or sorted(rows) == sorted(of) else f" (rows: {', '.join(rows)})"
+
+
+def _relative(paths: list[str], data_dir: str | None) -> list[str]:
+    prefix = (data_dir or "").rstrip("/") + "/"
+    return [p[len(prefix):] if data_dir and p.startswith(prefix) else p for p in paths]
+
+
+def data_notes(columns: Sequence[tuple[str, str]], runs: Sequence[tuple[str, dict[str, Any]]]) -> DataNotes:
+    """Footnotes and data lines for a table of `columns` ((label, task)) over `runs` ((row label, evaluate results)):
+    a footnote per distinct substitute (split, subset, few-shot source) and per skipped task, naming the rows it
+    concerns unless it is all of them; a data line per task (per distinct note)."""
+    notes = DataNotes()
+    labels = [label for label, _ in runs]
+    for column, task in columns:
+        subs: dict[tuple, list[str]] = {}
+        skips: dict[tuple, list[str]] = {}
+        lines: dict[str, list[str]] = {}
+        ran: list[str] = []
+        for label, res in runs:
+            rec = (res.get("data") or {}).get(task)
+            if rec:
+                ran.append(label)
+                lines.setdefault(rec.get("note") or rec.get("file", "?"), []).append(label)
+                if rec.get("substitute"):
+                    subs.setdefault((rec.get("file"), rec.get("n_file"), tuple(rec["substitute"])), []).append(label)
+            missing = (res.get("skipped") or {}).get(task)
+            if missing is not None:
+                key = (tuple(_relative(list(missing), res.get("data_dir"))), bool(res.get("force_skip")))
+                skips.setdefault(key, []).append(label)
+        for (file, n_file, texts), rows in subs.items():
+            notes.add(task, f"{column}: {'; '.join(texts)}. Ran on {file} ({n_file} items){_rows(rows, ran)}.")
+        for (files, forced), rows in skips.items():
+            how = "eval.on_missing_task=skip, forced with eval.force_skip=true" if forced else \
+                "eval.on_missing_task=skip"
+            notes.add(task, f"{column}: skipped{_rows(rows, labels)}, its data missing ({', '.join(files)}); {how}.")
+        for line, rows in lines.items():
+            notes.data.append(f"{column}: {line}{_rows(rows, ran)}")
+    return notes
+
+
+def table_notes(table: PaperTable, summaries: list[dict[str, Any]]) -> DataNotes:
+    runs = [(table.row_labels.get(s["report_row"], s["report_row"]), eval_results(s)) for s in summaries
+            if s.get("report_row")]
+    return data_notes(table.columns, runs)
 
 
 def our_values(summary: dict[str, Any], table: PaperTable) -> tuple[float | None, ...]:
@@ -41,9 +139,13 @@ def wins(rows: dict[str, tuple[float | None, ...]]) -> dict[str, int]:
     return out
 
 
-def render(table: PaperTable, summaries: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+def render(table: PaperTable, summaries: list[dict[str, Any]],
+           notes: DataNotes | None = None) -> tuple[list[str], list[list[str]]]:
     ours = {s.get("report_row"): our_values(s, table) for s in summaries if s.get("report_row")}
-    header = ["row", "source", *[c for c, _ in table.columns], "AVG"] + (["#Win"] if table.has_win else [])
+    skipped = {s.get("report_row"): set(eval_results(s).get("skipped") or {}) for s in summaries if s.get("report_row")}
+    notes = notes if notes is not None else table_notes(table, summaries)
+    header = ["row", "source", *[notes.label(c, t) for c, t in table.columns], "AVG"] + (["#Win"] if table.has_win
+                                                                                          else [])
     ours_wins, paper_wins = wins(ours), wins(dict(table.rows))
     keys = list(table.rows) + [k for k in ours if k not in table.rows]
     body: list[list[str]] = []
@@ -54,6 +156,9 @@ def render(table: PaperTable, summaries: list[dict[str, Any]]) -> tuple[list[str
         n = len(table.columns)
         if mine is not None:
             cells = _cells(mine)
+            for j, (_, task) in enumerate(table.columns):
+                if task in skipped.get(key, ()) and mine[j] is None:
+                    cells[j] = "skipped"
             if any(v is None for v in mine[:-1]) and mine[-1] is not None:
                 cells[-1] += "*"
             body.append([label, "ours", *cells] + ([f"{ours_wins[key]}/{n}"] if table.has_win else []))
@@ -72,7 +177,7 @@ def _cells(values: tuple[float | None, ...]) -> list[str]:
     return ["–" if v is None else f"{v:.1f}" for v in values]
 
 
-def to_markdown(table: PaperTable, header: list[str], body: list[list[str]]) -> str:
+def to_markdown(table: PaperTable, header: list[str], body: list[list[str]], notes: Sequence[str] = ()) -> str:
     lines = [f"### {table.title}", ""]
     if table.note:
         lines += [f"Note: {table.note}", ""]
@@ -81,15 +186,19 @@ def to_markdown(table: PaperTable, header: list[str], body: list[list[str]]) -> 
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "---|" * len(header))
     lines += ["| " + " | ".join(row) + " |" for row in body]
-    return "\n".join(lines) + "\n"
+    if notes:
+        lines += ["", *notes]
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def to_latex(table: PaperTable, header: list[str], body: list[list[str]]) -> str:
-    return latex_table(table.title, header, body)
+def to_latex(table: PaperTable, header: list[str], body: list[list[str]], notes: DataNotes | None = None) -> str:
+    return latex_table(table.title, header, body, notes=[f"[{i}] {t}" for i, t in
+                                                         enumerate(notes.footnotes if notes else [], 1)])
 
 
-def latex_table(caption: str, header: list[str], body: list[list[str]], text_columns: int = 2) -> str:
-    """A booktabs table: the first `text_columns` columns left-aligned, the rest right-aligned."""
+def latex_table(caption: str, header: list[str], body: list[list[str]], text_columns: int = 2,
+                notes: Sequence[str] = ()) -> str:
+    """A booktabs table: the first `text_columns` columns left-aligned, the rest right-aligned; `notes` below it."""
     def esc(s: str) -> str:
         for plain, tex in (("_", r"\_"), ("#", r"\#"), ("%", r"\%"), ("Δ", r"$\Delta$"), ("≤", r"$\le$")):
             s = s.replace(plain, tex)
@@ -99,7 +208,10 @@ def latex_table(caption: str, header: list[str], body: list[list[str]], text_col
     out = [r"\begin{table}[t]", r"\centering", r"\small", r"\begin{tabular}{" + align + "}",
            r"\toprule", " & ".join(esc(h) for h in header) + r" \\", r"\midrule"]
     out += [" & ".join(esc(c) for c in row) + r" \\" for row in body]
-    out += [r"\bottomrule", r"\end{tabular}", r"\caption{" + esc(caption) + "}", r"\end{table}"]
+    out += [r"\bottomrule", r"\end{tabular}"]
+    if notes:
+        out += [r"\par\smallskip{\footnotesize"] + [esc(n) + r"\\" for n in notes] + ["}"]
+    out += [r"\caption{" + esc(caption) + "}", r"\end{table}"]
     return "\n".join(out) + "\n"
 
 
@@ -127,11 +239,12 @@ def plot_averages(table: PaperTable, header: list[str], body: list[list[str]], p
 
 
 def write_paper_table(table: PaperTable, summaries: list[dict[str, Any]], out_dir: Path) -> str:
-    header, body = render(table, summaries)
+    notes = table_notes(table, summaries)
+    header, body = render(table, summaries, notes)
     out_dir.mkdir(parents=True, exist_ok=True)
-    md = to_markdown(table, header, body)
+    md = to_markdown(table, header, body, notes.lines())
     (out_dir / f"{table.name}.md").write_text(md)
-    (out_dir / f"{table.name}.tex").write_text(to_latex(table, header, body))
+    (out_dir / f"{table.name}.tex").write_text(to_latex(table, header, body, notes))
     with open(out_dir / f"{table.name}.csv", "w", newline="") as f:
         csv.writer(f).writerows([header, *body])
     plot_averages(table, header, body, out_dir / f"{table.name}.png")

@@ -1,8 +1,9 @@
 """`proxlab report [sweep=NAME]`: compare the experiments of a sweep from their run directories' `summary.json`.
 
 Writes `runs/<sweep>/report/`: a markdown and a CSV table (variant, kept docs and tokens, FLOPs, accuracy per task,
-average) and a PNG of average accuracy against total FLOPs; each paper table the runs reproduce, in its layout
-(paper_report); the accuracy-by-step tables (report_steps); the FLOPs figure of the paper's Fig. 8 (report_flops).
+average; under the markdown, footnotes for tasks run on other data than the paper's or skipped, and each task's data)
+and a PNG of average accuracy against total FLOPs; each paper table the runs reproduce, in its layout (paper_report);
+the accuracy-by-step tables (report_steps); the FLOPs figure of the paper's Fig. 8 (report_flops).
 Prints the tables, and logs them and the plots to W&B in the sweep's group when W&B is on. Reads only local files, so
 it works offline and in tests. Also the last step of a Hydra multirun (`SweepReportCallback`).
 """
@@ -21,7 +22,7 @@ from omegaconf import OmegaConf
 from proxlab.core.config import ReportConfig
 from proxlab.runner.ledger import SUMMARY
 from proxlab.report.paper import TABLES
-from proxlab.report.paper_tables import render, write_paper_table
+from proxlab.report.paper_tables import DataNotes, data_notes, eval_results, render, write_paper_table
 from proxlab.report.flops import write_flops_report
 from proxlab.report.part import ReportPart
 from proxlab.report.steps import write_accuracy_by_step
@@ -44,16 +45,28 @@ def task_names(rows: list[dict[str, Any]]) -> list[str]:
     return names
 
 
-def table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+def sweep_notes(rows: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]], DataNotes]:
+    """(task columns, each run's evaluate results, footnotes and data lines): a task every run skipped still gets its
+    column, to show the forced skip."""
+    results = [eval_results(r) for r in rows]
     tasks = task_names(rows)
+    for res in results:
+        tasks += [t for t in (res.get("skipped") or {}) if t not in tasks]
+    runs = [(f"{r.get('variant')}/{r.get('model')}", res) for r, res in zip(rows, results)]
+    return tasks, results, data_notes([(t, t) for t in tasks], runs)
+
+
+def table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+    tasks, results, notes = sweep_notes(rows)
     header = ["variant", "model", "docs kept", "train tokens", "FLOPs refine", "FLOPs train", "FLOPs total",
-              *tasks, "avg"]
+              *[notes.label(t, t) for t in tasks], "avg"]
     body = []
-    for r in rows:
+    for r, res in zip(rows, results):
         kept = f"{r.get('docs/kept')}/{r.get('docs/raw')}"
+        skipped = res.get("skipped") or {}
+        scores = [("skipped" if t in skipped and r.get(f"eval/{t}") is None else r.get(f"eval/{t}")) for t in tasks]
         body.append([r.get("variant"), r.get("model"), kept, r.get("tokens/train"), r.get("flops/refine"),
-                     r.get("flops/train"), r.get("flops/total"), *[r.get(f"eval/{t}") for t in tasks],
-                     r.get("eval/avg")])
+                     r.get("flops/train"), r.get("flops/total"), *scores, r.get("eval/avg")])
     return header, body
 
 
@@ -65,12 +78,14 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def markdown(header: list[str], body: list[list[Any]], metric: str) -> str:
+def markdown(header: list[str], body: list[list[Any]], metric: str, notes: list[str] | None = None) -> str:
     out = io.StringIO()
     out.write(f"Accuracy columns: {metric} × 100.\n\n")
     out.write("| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n")
     for row in body:
         out.write("| " + " | ".join(_fmt(v) for v in row) + " |\n")
+    if notes:
+        out.write("\n" + "\n".join(notes).rstrip("\n") + "\n")
     return out.getvalue()
 
 
@@ -106,7 +121,7 @@ def build_report(sweep_dir: Path, log_wandb: bool = False, logger_cfg: dict | No
     out.mkdir(parents=True, exist_ok=True)
     header, body = table(rows)
     metric = rows[0].get("eval/metric", "acc_norm")
-    md = markdown(header, body, metric)
+    md = markdown(header, body, metric, sweep_notes(rows)[2].lines())
     (out / "table.md").write_text(md)
     with open(out / "table.csv", "w", newline="") as f:
         w = csv.writer(f)

@@ -28,8 +28,8 @@ class StageDef:
 
 # The registry: the one place that names every stage's module, version and environment.
 STAGES: dict[str, StageDef] = {
-    "prepare": StageDef("proxlab.refine.prepare", 1),
-    "refine.rules": StageDef("proxlab.refine.rules", 1, spmd=True),
+    "prepare": StageDef("proxlab.refine.prepare", 2, spmd=True),  # sharded by input file
+    "refine.rules": StageDef("proxlab.refine.rules", 2, spmd=True),
     "refine.generate_doc": StageDef("proxlab.refine.generate", 1, spmd=True),
     "refine.apply_doc": StageDef("proxlab.refine.apply", 1, spmd=True),
     "refine.generate_chunk": StageDef("proxlab.refine.generate", 1, spmd=True),
@@ -37,7 +37,7 @@ STAGES: dict[str, StageDef] = {
     "tokenizer": StageDef("proxlab.pretrain.tokenizer", 1),
     "tokenize": StageDef("proxlab.pretrain.tokenize", 1),
     "pretrain": StageDef("proxlab.pretrain.train", 1, spmd=True),
-    "evaluate": StageDef("proxlab.evaluate.stage", 1),
+    "evaluate": StageDef("proxlab.evaluate.stage", 2),  # 2: results record each task's data (file, split, sample)
 }
 
 VARIANTS = ("raw", "rules", "doc", "prox")
@@ -51,6 +51,8 @@ class PlannedStage:
     inputs: dict[str, "PlannedStage"] = field(default_factory=dict)
     # Settings the stage reads but that never change its artifact: passed in spec.runtime, never hashed.
     runtime: dict[str, Any] = field(default_factory=dict)
+    # What it reads from outside the artifact store (files' identity, hub ids): part of its key (sources()).
+    sources: dict[str, Any] = field(default_factory=dict)
     key: str = ""
     out_dir: Path = Path()
 
@@ -59,9 +61,12 @@ class PlannedStage:
         return self.config.get("env", self.definition.env)  # generate stages name theirs: main or vllm
 
 
-def content_key(stage: str, version: int, config: dict[str, Any], input_keys: dict[str, str]) -> str:
-    payload = json.dumps({"stage": stage, "version": version, "config": config, "inputs": input_keys},
-                         sort_keys=True, default=str)
+def content_key(stage: str, version: int, config: dict[str, Any], input_keys: dict[str, str],
+                sources: dict[str, Any] | None = None) -> str:
+    body = {"stage": stage, "version": version, "config": config, "inputs": input_keys}
+    if sources:  # absent rather than empty, so stages that read nothing from outside keep their keys
+        body["sources"] = sources
+    payload = json.dumps(body, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -80,8 +85,8 @@ def plan(cfg: DictConfig, artifacts_dir: Path) -> list[PlannedStage]:
 
     def add(name: str, config: dict[str, Any], runtime: dict[str, Any] | None = None,
             **inputs: PlannedStage) -> PlannedStage:
-        st = PlannedStage(name, STAGES[name], config, dict(inputs), dict(runtime or {}))
-        st.key = content_key(name, st.definition.version, config, {k: v.key for k, v in inputs.items()})
+        st = PlannedStage(name, STAGES[name], config, dict(inputs), dict(runtime or {}), external_sources(name, cfg))
+        st.key = content_key(name, st.definition.version, config, {k: v.key for k, v in inputs.items()}, st.sources)
         st.out_dir = artifacts_dir / name / st.key
         stages.append(st)
         return st
@@ -102,7 +107,8 @@ def plan(cfg: DictConfig, artifacts_dir: Path) -> list[PlannedStage]:
     # The tokenizer is trained on the prepared (raw) corpus, so every variant of a sweep shares one vocabulary.
     tokenizer = add("tokenizer", *_settings(cfg, "model.tokenizer", TokenizerConfig), docs=prepared)
     # Tokenize promises the same bytes for any worker count: the count is a runtime setting.
-    tokenized = add("tokenize", {"seq_len": cfg.train.seq_len}, {"workers": cfg.train.tokenize_workers},
+    tokenized = add("tokenize", {"seq_len": cfg.train.seq_len, "val_fraction": cfg.train.val_fraction},
+                    {"workers": cfg.train.tokenize_workers},
                     docs=current, tokenizer=tokenizer)
     model_hashed, _ = _settings(cfg, "model", ModelConfig)
     model_hashed.pop("tokenizer")  # the tokenizer stage's; pretrain gets its output
@@ -119,6 +125,63 @@ def plan(cfg: DictConfig, artifacts_dir: Path) -> list[PlannedStage]:
             raise ValueError(f"stop_after={cfg.stop_after!r}: this experiment's stages are {names}")
         stages = stages[: hits[-1] + 1]
     return stages
+
+
+def external_sources(stage: str, cfg: DictConfig) -> dict[str, Any]:
+    """The identity of what `stage` reads from outside the artifact store (proxlab.core.paths.files_identity: resolved
+    path, size and mtime of every file; a hub id with its revision), so that other data, or one edited file, re-keys
+    the stage and everything after it instead of reusing a stale artifact."""
+    from proxlab.core.paths import files_identity, tree_files, under_data_dir
+
+    if stage == "prepare":
+        c = cfg.corpus
+        if c.source == "hf":
+            return {"corpus": {"hf": c.hf_dataset, "config": c.hf_config, "split": c.hf_split,
+                               "revision": c.hf_revision}}
+        from proxlab.refine.prepare import corpus_files
+
+        root = under_data_dir(c.path, "web", cfg.paths.data_dir)
+        return {"corpus": files_identity(corpus_files(root, list(c.include), list(c.exclude)))}
+    if stage == "tokenizer" and cfg.model.tokenizer.kind == "pretrained":
+        from proxlab.pretrain.tokenizer import resolve_pretrained
+
+        directory = resolve_pretrained(cfg.model.tokenizer.path, {"data_dir": cfg.paths.data_dir})
+        return {"tokenizer": files_identity(tree_files(directory))}
+    if stage.startswith("refine.generate_"):
+        gen = cfg.refine[stage.rsplit("_", 1)[1]]
+        return {key: _model_identity(gen[key]) for key in ("model", "tokenizer") if gen[key]}
+    if stage == "evaluate":
+        return _eval_sources(cfg)
+    if stage == "pretrain" and cfg.model.init_checkpoint:
+        return {"init_checkpoint": files_identity(tree_files(Path(cfg.model.init_checkpoint).expanduser()))}
+    return {}
+
+
+def _eval_sources(cfg: DictConfig) -> dict[str, Any]:
+    """The eval data files the suite's tasks read (eval.task_files applied), and a directly evaluated local model."""
+    from proxlab.core.paths import data_dir, files_identity
+    from proxlab.evaluate.tasks.suites import get_suite, resolve_tasks, task_files
+
+    suite = get_suite(cfg.eval.suite)
+    root = data_dir(cfg.paths.data_dir)
+    overrides = dict(cfg.eval.task_files or {})
+    files = {root / rel for task in resolve_tasks(suite, list(cfg.eval.tasks))
+             for rel in task_files(suite, task, overrides)}
+    present = sorted(f for f in files if f.is_file())  # a missing file is the stage's error (or skip) to report
+    out: dict[str, Any] = {"eval_data": files_identity(present)}
+    if cfg.eval.model:
+        out["model"] = _model_identity(cfg.eval.model)
+    return out
+
+
+def _model_identity(name: str) -> Any:
+    """A local model directory's files, or the name itself (an HF id, or a model proxlab builds)."""
+    from proxlab.core.paths import files_identity, tree_files
+
+    path = Path(name).expanduser()
+    if path.is_absolute() or path.exists():
+        return files_identity(tree_files(path))
+    return name
 
 
 def run_key(stages: list[PlannedStage]) -> str:

@@ -131,7 +131,7 @@ def _execute(cfg: DictConfig, stage: PlannedStage, run_dir: Path, rank: int, ide
         stage=stage.name, key=stage.key, out_dir=str(stage.out_dir),
         config=stage.config,
         inputs={name: str(inp.out_dir) for name, inp in stage.inputs.items()},
-        run_dir=str(run_dir), experiment=cfg.name, logger=wandb_settings(cfg),
+        run_dir=str(run_dir), experiment=cfg.name, logger=wandb_settings(cfg), sources=stage.sources,
         runtime={"data_dir": str(data_dir(cfg.paths.data_dir)), "devices": cfg.cluster.devices,
                  "num_nodes": cfg.cluster.num_nodes, "accelerator": cfg.cluster.accelerator,
                  "settings": stage.runtime, **identity},

@@ -1,6 +1,7 @@
 """Checking a composed experiment before any stage runs: every value check of the schemas
-(`proxlab.core.config.check_experiment`), plus those that need a stage package: the eval suite knows the tasks, a
-local refining model exists. Each error names the key, so `proxlab run exp=smoke train.max_steps=-5` fails in a second
+(`proxlab.core.config.check_experiment`), plus those that need a stage package: the eval suite knows the tasks, the
+files `eval.task_files` names exist, a paper-table experiment skips no task unless forced, a local refining model
+exists. Each error names the key, so `proxlab run exp=smoke train.max_steps=-5` fails in a second
 instead of after three stages."""
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ def validate(cfg: DictConfig) -> ExperimentConfig:
     exp = typed(cfg)
     check_experiment(exp)
     check_eval_tasks(exp)
+    if exp.refine.variant == "rules" or exp.refine.rules_first:
+        check_rule_filters(exp)
+    check_missing_task_rule(exp)
+    check_task_files(exp)
     for level in {"doc": ("doc",), "prox": ("doc", "chunk")}.get(exp.refine.variant, ()):
         check_refiner(f"refine.{level}", getattr(exp.refine, level))
     return exp
@@ -43,6 +48,48 @@ def check_eval_tasks(exp: ExperimentConfig) -> None:
     unknown = sorted(set(exp.eval.task_limits) - set(suite.tasks))
     if unknown:
         raise ConfigError("eval.task_limits", dict(exp.eval.task_limits), f"unknown task(s) {unknown}")
+    unknown = sorted(set(exp.eval.task_files) - set(suite.tasks))
+    if unknown:
+        raise ConfigError(f"eval.task_files.{unknown[0]}", exp.eval.task_files[unknown[0]],
+                          f"suite {suite.name!r} has no task(s) {unknown}; it has {sorted(suite.tasks)}")
+
+
+def check_missing_task_rule(exp: ExperimentConfig) -> None:
+    """An experiment that reproduces a paper table may not quietly drop a column: `eval.on_missing_task=skip` needs
+    `eval.force_skip=true` there (the table then shows the task as "skipped", with a footnote)."""
+    if exp.paper_table and exp.eval.on_missing_task == "skip" and not exp.eval.force_skip:
+        raise ConfigError("eval.on_missing_task", exp.eval.on_missing_task,
+                          f"refused for a paper-table experiment (paper_table={exp.paper_table!r}): a skipped task "
+                          f"leaves a hole in the paper's table. Provide the data (eval.task_files.<task>=<file>), "
+                          f"drop the task from eval.tasks, or set eval.force_skip=true to skip it anyway (its cell "
+                          f"then reads 'skipped', with a footnote)")
+
+
+def check_task_files(exp: ExperimentConfig) -> None:
+    """`eval.task_files`: each key a task of the suite (check_eval_tasks), each file present under the data
+    directory; the error names the task, the key and the path."""
+    if not exp.eval.task_files:
+        return
+    from proxlab.core.paths import data_dir
+
+    try:
+        root = data_dir(exp.paths.data_dir)
+    except FileNotFoundError as e:
+        raise ConfigError("eval.task_files", dict(exp.eval.task_files), str(e)) from e
+    for task, rel in exp.eval.task_files.items():
+        path = root / rel
+        if not path.is_file():
+            raise ConfigError(f"eval.task_files.{task}", rel, f"task {task!r}: no such file {path} (data dir {root}; "
+                                                              f"paths are relative to it)")
+
+
+def check_rule_filters(exp: ExperimentConfig) -> None:
+    from proxlab.refine.rules import filter_steps
+
+    try:
+        filter_steps(list(exp.refine.rules.filters))
+    except ValueError as e:
+        raise ConfigError("refine.rules.filters", list(exp.refine.rules.filters), str(e).split(": ", 1)[1]) from None
 
 
 def check_refiner(where: str, gen) -> None:

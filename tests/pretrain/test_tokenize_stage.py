@@ -123,3 +123,27 @@ def test_errors_name_the_input(tmp_path, bpe_dir):
     with pytest.raises(KeyError, match=r"settings'\]\['workers"):  # unhashed: the worker count is a runtime setting
         tokenize.main(stage_spec("tokenize", tmp_path / "o4", {"seq_len": 64, "workers": 2},
                                  {"docs": docs, "tokenizer": bpe_dir}))
+
+
+def test_val_fraction_zero_trains_on_every_document(tmp_path, bpe_dir):
+    """Paper recipes hold nothing out (train.val_fraction=0): every document's tokens are in train, none in val."""
+    from proxlab.core.stage import run_stage
+    from proxlab.pretrain import tokenize
+
+    docs = write_docs(tmp_path / "docs", 200, docs_per_shard=50)
+    held, whole = tmp_path / "held", tmp_path / "whole"
+    run_stage(tokenize.main, stage_spec("tokenize", held, {"seq_len": 32, "val_fraction": 0.02},
+                                        {"docs": docs, "tokenizer": bpe_dir}))
+    run_stage(tokenize.main, stage_spec("tokenize", whole, {"seq_len": 32, "val_fraction": 0.0},
+                                        {"docs": docs, "tokenizer": bpe_dir}))
+    a, b = json.loads((held / "tokens.json").read_text()), json.loads((whole / "tokens.json").read_text())
+    assert (a["train_docs"], a["val_docs"]) == (196, 4) and (b["train_docs"], b["val_docs"]) == (200, 0)
+    assert b["train_tokens"] == a["train_tokens"] + a["val_tokens"] and not (whole / "val").exists()
+
+
+def test_paper_recipes_hold_nothing_out():
+    from proxlab.runner.compose import compose_config
+
+    for recipe in ("tlm_12k5", "tlm_s_12k5", "tlm_m_25k", "pythia_wsd", "math_cpt_mistral"):
+        assert compose_config([f"train={recipe}"]).train.val_fraction == 0.0, recipe
+    assert compose_config(["exp=smoke"]).train.val_fraction == 0.02  # the CPU demo keeps a validation loss

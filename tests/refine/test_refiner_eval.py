@@ -28,8 +28,31 @@ def test_scores_of_a_decision_function(tmp_path):
 
 @pytest.mark.skipif(not DCLM.exists(), reason="shared DCLM labels absent")
 def test_rules_on_dclm_labels():
-    r = refiner_eval.evaluate_refiner(DCLM, refiner_eval.rules_decider(["gopher"]), limit=60)
+    r = refiner_eval.evaluate_refiner(DCLM, refiner_eval.rules_decider(refiner_eval.RULE_SETS["gopher"]), limit=60)
     assert r["n"] == 60 and 0.0 < r["kept_ratio"] < 1.0 and 0.5 < r["f1"] <= 1.0
+
+
+def test_rule_sets_are_the_rules_variants():
+    """`--rules X` scores what `refine=rules_X` runs: the variant's settings, the stage's filters."""
+    from proxlab.core.config import RulesConfig
+    from proxlab.refine import rules
+
+    assert refiner_eval.RULE_SETS == {"gopher": "rules_gopher", "c4": "rules_c4", "fineweb": "rules_fineweb",
+                                      "all": "rules"}
+    steps = {k: rules.filter_steps(rules.variant_rules(v).filters) for k, v in refiner_eval.RULE_SETS.items()}
+    assert steps == {"gopher": ["gopher_rep", "gopher_qual"], "c4": ["c4"], "fineweb": ["fineweb"],
+                     "all": ["gopher_rep", "gopher_qual", "c4", "fineweb"]}
+    assert rules.variant_rules("rules_c4").c4_terminal_punct and not rules.variant_rules("rules").c4_terminal_punct
+    prose = ["The town council met on Tuesday evening to discuss the future of the old stone bridge over the river.",
+             "Engineers told the members that the structure has become unsafe and that repairs would cost more.",
+             "Several residents spoke in favour of keeping the bridge open to walkers and cyclists during the work.",
+             "Others argued that a new crossing would serve the growing neighbourhood on the east bank much better.",
+             "After a long debate, the council agreed to ask the regional government for help with the funding.",
+             "A final decision is expected in the spring, once the survey of the foundations has been completed."]
+    banner = "Subscribe to our newsletter to get the latest stories from the valley delivered to your inbox."
+    good, repetitive = "\n".join(prose), "\n\n".join(prose[:3] + [banner] * 4 + prose[3:])
+    assert refiner_eval.rules_decider("rules_gopher")([good, repetitive]) == [True, False]  # repetition rules run
+    assert refiner_eval.rules_decider(RulesConfig(filters=["gopher_qual"]))([good, repetitive]) == [True, True]
 
 
 def test_cli_with_a_model_and_rules(tmp_path, capsys):

@@ -82,3 +82,36 @@ def test_stage_settings_fill_defaults_and_reject_unknown_keys():
         load(ApplyConfig, {"drop_ration": 0.1})
     with pytest.raises(KeyError, match="vocab_sise"):
         load(ModelConfig, {"tokenizer": {"vocab_sise": 1}})
+
+
+def test_bad_values_fail_at_compose_time_before_any_stage(tmp_path):
+    """`run` with a bad value exits in seconds naming the key, and no stage has run (no artifact exists)."""
+    cases = [
+        (["train.max_steps=-5"], "train.max_steps=-5: must be > 0"),
+        (["train.early_stop_step=100"], "train.early_stop_step=100: must lie in (0, max_steps=60]"),
+        (["train.global_batch_size=12"], "train.global_batch_size=12: not divisible by micro_batch_size × world size"),
+        (["cluster.devices=3"], "train.global_batch_size=8: not divisible by micro_batch_size × world size = 8 × 3"),
+        (["eval.tasks=[arc_easy,arc_medium]"], "eval.tasks=['arc_easy', 'arc_medium']: suite 'tiny_mc' has no task(s)"),
+        (["eval.suite=generall"], "eval.suite='generall': expected one of"),
+        (["exp=smoke_prox", "refine=doc", f"refine.doc.model={tmp_path}/no_refiner"],
+         f"refine.doc.model='{tmp_path}/no_refiner': no such directory"),
+        (["exp=smoke_prox", "refine=doc", "refine.doc.model=proxlab:tiny-lama"], "refine.doc.model='proxlab:tiny-lama'"),
+        (["refine=rules", "refine.rules.filters=[gopher,c5]"], "refine.rules.filters=['gopher', 'c5']: unknown"),
+        (["train.schedule=linear"], "train.schedule='linear': expected one of ['cosine', 'wsd', 'constant']"),
+        (["corpus.on_bad_line=ignore"], "corpus.on_bad_line='ignore': expected one of ['error', 'skip']"),
+    ]
+    for overrides, message in cases:
+        args = ["run", "exp=smoke", *overrides, f"paths.artifacts_dir={tmp_path}/artifacts",
+                f"paths.runs_dir={tmp_path}/runs"]
+        r = proxlab(*args)
+        out = r.stdout + r.stderr
+        assert r.returncode == 2, (overrides, out[-2000:])
+        assert message in out, (overrides, out[-2000:])
+        assert "Traceback" not in out, out[-2000:]
+        assert not (tmp_path / "artifacts").exists(), overrides  # nothing ran
+    assert proxlab("plan", "exp=smoke").returncode == 0  # the same command with valid values passes validation
+
+
+def test_plan_refuses_an_impossible_batch_split():
+    r = proxlab("plan", "exp=smoke", "cluster.devices=3")
+    assert r.returncode == 2 and "not divisible" in r.stdout + r.stderr

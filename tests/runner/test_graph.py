@@ -133,3 +133,67 @@ def test_runtime_settings_reach_their_stage_unhashed():
     assert other["tokenize"].runtime == {"workers": 2} and "workers" not in other["tokenize"].config
     assert other["pretrain"].runtime["log_interval"] == 2 and "log_interval" not in other["pretrain"].config["train"]
     assert "tokens" not in other["prepare"].config and "size_preset" not in other["refine.generate_doc"].config
+
+
+def _data_dir_copy(root: Path) -> Path:
+    """A data directory with two of the shared web files (copied, so they are other files)."""
+    import shutil
+
+    from proxlab.core.paths import data_dir
+
+    (root / "web").mkdir(parents=True)
+    for name in ("olmo_c4_sample.jsonl", "datajuicer_redpajama_cc_2023_06_refined_sample.jsonl"):
+        shutil.copy2(data_dir() / "web" / name, root / "web" / name)
+    return root
+
+
+def test_other_data_or_an_edited_file_rekeys_prepare_and_everything_after(tmp_path):
+    """The key holds what prepare read (resolved paths, sizes, mtimes): a run against other data, or against an edited
+    file, never reuses the old corpus or anything built from it."""
+    a, b = _data_dir_copy(tmp_path / "a"), _data_dir_copy(tmp_path / "b")
+    keys_a = {n: s.key for n, s in stages(f"paths.data_dir={a}").items()}
+    assert keys_a == {n: s.key for n, s in stages(f"paths.data_dir={a}").items()}  # stable while nothing changes
+    keys_b = {n: s.key for n, s in stages(f"paths.data_dir={b}").items()}
+    assert all(keys_a[n] != keys_b[n] for n in keys_a), (keys_a, keys_b)
+    prepared = stages(f"paths.data_dir={b}")["prepare"]
+    assert sorted(Path(f[0]).name for f in prepared.sources["corpus"]) == sorted(p.name for p in (b / "web").iterdir())
+
+    with open(b / "web" / "olmo_c4_sample.jsonl", "a") as f:  # one more document in one file
+        f.write('{"id": "new", "text": "An added document."}\n')
+    keys_edited = {n: s.key for n, s in stages(f"paths.data_dir={b}").items()}
+    assert all(keys_edited[n] != keys_b[n] for n in keys_b)
+
+
+def test_hub_corpora_are_keyed_by_their_revision():
+    base = stages("corpus=redpajama_v2")["prepare"]
+    assert base.sources["corpus"]["revision"] == "main"
+    assert stages("corpus=redpajama_v2", "corpus.hf_revision=abc123")["prepare"].key != base.key
+
+
+def test_a_local_refiner_is_keyed_by_its_files(tmp_path):
+    model = tmp_path / "refiner"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(b"weights v1")
+    first = stages("refine=doc", f"refine.doc.model={model}")
+    assert first["refine.generate_doc"].sources["model"][0][0].endswith("config.json")
+    (model / "model.safetensors").write_bytes(b"weights v2, retrained")
+    second = stages("refine=doc", f"refine.doc.model={model}")
+    assert second["refine.generate_doc"].key != first["refine.generate_doc"].key
+    assert second["prepare"].key == first["prepare"].key
+
+
+def test_an_edited_eval_file_rekeys_only_the_evaluation(tmp_path):
+    import shutil
+
+    from proxlab.core.paths import data_dir
+
+    shutil.copytree(data_dir() / "eval", tmp_path / "eval")
+    shutil.copytree(data_dir() / "web", tmp_path / "web")
+    before = stages(f"paths.data_dir={tmp_path}")
+    assert any(f[0].endswith("sciq_validation.jsonl") for f in before["evaluate"].sources["eval_data"])
+    with open(tmp_path / "eval" / "sciq_validation.jsonl", "a") as f:
+        f.write("\n")
+    after = stages(f"paths.data_dir={tmp_path}")
+    assert after["evaluate"].key != before["evaluate"].key
+    assert after["pretrain"].key == before["pretrain"].key

@@ -44,3 +44,86 @@ def test_ours_paper_and_difference_rows(tmp_path):
     for ext in ("md", "csv", "tex", "png"):
         assert (tmp_path / f"table2.{ext}").stat().st_size > 100
     assert r"\begin{tabular}" in (tmp_path / "table2.tex").read_text()
+
+
+# -- data notes: substitute splits and forced skips, from the evaluate results the runs' ledgers hold ------------------
+
+def _with_eval_data(summary: dict, suite: str = "general", skip: str | None = None) -> dict:
+    """Put the evaluate stage's own per-task data records (computed on the shared data) into a fixture run's ledger;
+    `skip`: that task was skipped under eval.on_missing_task=skip + eval.force_skip=true (no score in the summary)."""
+    import json
+    from pathlib import Path
+
+    from proxlab.core.config import EvalConfig
+    from proxlab.evaluate.runner import data_records
+    from proxlab.evaluate.tasks.data import resolve_data_dir
+    from proxlab.evaluate.tasks.suites import get_suite, resolve_tasks
+    from proxlab.runner.ledger import LEDGER, SUMMARY
+
+    run_dir = Path(summary["run_dir"])
+    ledger = json.loads((run_dir / LEDGER).read_text())
+    results = ledger["stages"]["evaluate"]["extra"]["results"]
+    s, root = get_suite(suite), resolve_data_dir()
+    tasks = [t for t in resolve_tasks(s, None) if t.name != skip]
+    cfg = EvalConfig(suite=suite, tasks=[], limit=None, on_missing_task="skip" if skip else "error",
+                     force_skip=bool(skip))
+    results["data"] = data_records(s, tasks, cfg, root, {t: {"n": 100} for t in results["tasks"]})
+    results.update(data_dir=str(root), force_skip=bool(skip), skipped={})
+    if skip:
+        results["skipped"] = {skip: [str(root / "eval" / f"{skip}_test.jsonl")]}
+        del results["tasks"][skip]
+        summary = {k: v for k, v in summary.items() if not k.startswith(f"eval/{skip}")}
+    (run_dir / LEDGER).write_text(json.dumps(ledger))
+    (run_dir / SUMMARY).write_text(json.dumps(summary))
+    return summary
+
+
+def test_paper_table_footnotes_substitute_splits_and_forced_skips(tmp_path):
+    from sweep_fixtures import write_run
+
+    from proxlab.report.sweep import build_report
+
+    sweep = tmp_path / "runs" / "table2"
+    raw = _with_eval_data(write_run(sweep, tmp_path / "artifacts", "raw", None))
+    prox = _with_eval_data(write_run(sweep, tmp_path / "artifacts", "prox", None), skip="siqa")
+    table = TABLES["table2"]
+    header, body = render(table, [raw, prox])
+    assert "SIQA [1]" in header and "SciQ [2]" in header and "ARC-C" in header  # ARC on test, as the paper
+    prox_ours = [r for r in body if r[0] == "ProX-D+C" and r[1] == "ours"][0]
+    assert prox_ours[header.index("SIQA [1]")] == "skipped" and prox_ours[header.index("AVG")].endswith("*")
+    raw_ours = [r for r in body if r[0] == "Raw" and r[1] == "ours"][0]
+    assert raw_ours[header.index("SIQA [1]")] == "39.0"
+    md = write_paper_table(table, [raw, prox], tmp_path / "out")
+    assert "- [2] SciQ: validation split (paper: test). Ran on eval/sciq_validation.jsonl (805 items)." in md
+    assert ("- [1] SIQA: skipped (rows: ProX-D+C), its data missing (eval/siqa_test.jsonl); "
+            "eval.on_missing_task=skip, forced with eval.force_skip=true.") in md
+    assert "- ARC-C: eval/arc_challenge_test.jsonl [test, 947 of 1172 items]; scored 100: lighteval's seed-42 " \
+           "shuffle, first 1000; few-shot: none (0-shot)" in md
+    tex = (tmp_path / "out" / "table2.tex").read_text()
+    assert "SciQ [2]" in tex and "[2] SciQ: validation split (paper: test)" in tex
+    # the sweep report prints the same notes under its own table and under the paper table
+    out = build_report(sweep)
+    for name in ("table.md", "table2.md"):
+        text = (out / name).read_text()
+        assert "sciq: validation split (paper: test)" in text.lower() and "skipped" in text, name
+    assert "| skipped |" in (out / "table.md").read_text()
+
+
+def test_no_footnote_when_every_task_ran_on_the_papers_split(tmp_path):
+    import json
+    from pathlib import Path
+
+    from sweep_fixtures import write_run
+
+    from proxlab.runner.ledger import LEDGER
+
+    summary = _with_eval_data(write_run(tmp_path / "runs" / "t", tmp_path / "artifacts", "raw", None))
+    table = TABLES["table2"]
+    ledger_path = Path(summary["run_dir"]) / LEDGER
+    ledger = json.loads(ledger_path.read_text())
+    ledger["stages"]["evaluate"]["extra"]["results"]["data"]["sciq"]["substitute"] = []  # as if run on test
+    ledger_path.write_text(json.dumps(ledger))
+    header, _ = render(table, [summary])
+    assert not any("[" in h for h in header)
+    md = write_paper_table(table, [summary], tmp_path / "out")
+    assert "differs from the paper" not in md and "Data per task (ours):" in md

@@ -3,7 +3,8 @@
 Every task YAML shipped under ``proxlab/evaluate/tasks/<suite>/`` names its files relative to the data directory and
 a *builder* (a function that turns one raw row into an lm-eval doc). The data directory itself is filled in at run
 time: ``TaskManager(metadata={"data_dir": ...})`` passes it to every task, and lm-eval hands task metadata plus
-``dataset_kwargs`` to the ``custom_dataset`` function. Without it (e.g. the plain ``lm_eval --include_path`` CLI) the
+``dataset_kwargs`` to the ``custom_dataset`` function (metadata ``task_files``, from ``eval.task_files``, points a
+task's scored split at another file). Without it (e.g. the plain ``lm_eval --include_path`` CLI) the
 directory is ``$PROXLAB_DATA_DIR``, else ``<repo>/../shared/data``. Data is read in place, never copied.
 """
 
@@ -14,7 +15,7 @@ import json
 import os
 import random
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from proxlab.core.paths import DATA_DIR_ENV, REPO_ROOT
 
@@ -66,12 +67,13 @@ def lighteval_subset(docs: list[Any], max_samples: int | None, seed: int = 42) -
 def build_dataset(builders: dict[str, Callable[..., dict[str, Any] | None]], *, builder: str,
                   files: dict[str, str], data_dir: str | None = None, max_samples: int | None = None,
                   shuffle_seed: int | None = None, subject: str | None = None, shuffle_splits: list[str] | None = None,
-                  **_: Any):
+                  task: str | None = None, task_files: Mapping[str, str] | None = None, **_: Any):
     """Build a ``datasets.DatasetDict`` from local JSONL files (the body of every task's ``custom_dataset``).
 
     ``builders[builder](row, index)`` returns the doc for one row (or None to drop it); ``subject`` keeps only rows
     whose ``subject`` field matches (MMLU); ``shuffle_seed`` + ``max_samples`` apply lighteval's subset rule to the
-    splits in ``shuffle_splits`` (default: ``test``).
+    splits in ``shuffle_splits`` (default: ``test``). ``task_files`` (``eval.task_files``, passed as task metadata)
+    replaces the ``test`` file of the task named ``task`` (the YAML's ``dataset_kwargs.task``).
     """
     import datasets
 
@@ -79,6 +81,8 @@ def build_dataset(builders: dict[str, Callable[..., dict[str, Any] | None]], *, 
         raise KeyError(f"unknown doc builder {builder!r}; have {sorted(builders)}")
     fn = builders[builder]
     root = resolve_data_dir(data_dir)
+    if task is not None and task_files and task in task_files and "test" in files:
+        files = {**files, "test": str(task_files[task])}
     out = {}
     for split, rel in files.items():
         rows = read_jsonl(root / rel)
