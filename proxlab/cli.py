@@ -111,14 +111,12 @@ def lm_eval_main(args: list[str]) -> None:
     import proxlab.evaluate.lms.litgpt  # noqa: F401  registers `litgpt` before lm-eval parses anything
     from lm_eval.__main__ import cli_evaluate
 
-    from proxlab.evaluate.tasks import suites
+    from proxlab.evaluate.tasks.suites import TASKS_DIR
 
     args = list(args)
-    subcommands = ("run", "ls", "validate")
-    evaluating = bool(args) and not any(a in ("-h", "--help") for a in args[:1]) and (
-        args[0] not in subcommands[1:])
-    if evaluating and not any(a == "--include_path" or a.startswith("--include_path=") for a in args):
-        args += ["--include_path", str(Path(suites.__file__).resolve().parent)]
+    helping = not args or any(a in ("-h", "--help") for a in args)
+    if not helping and not any(a == "--include_path" or a.startswith("--include_path=") for a in args):
+        args += ["--include_path", str(TASKS_DIR)]  # every subcommand (run, ls, validate) takes it
     argv = sys.argv
     sys.argv = ["lm-eval", *args]
     try:

@@ -2,14 +2,19 @@
 # Evaluate many checkpoints as a Slurm job array: array task i evaluates checkpoint i of a list.
 #
 #   mkdir -p logs/slurm
-#   ls -d runs/prox_1b/*/pretrain/step-* > ckpts.txt
+#   bash slurm/eval_checkpoints.sh --list runs/prox_1b > ckpts.txt       # every run of the sweep: its checkpoints
 #   sbatch --array=0-$(($(wc -l < ckpts.txt) - 1))%8 slurm/eval_checkpoints.sh ckpts.txt eval=general
 #   sbatch --array=3 slurm/eval_checkpoints.sh ckpts.txt eval=general        # redo checkpoint 3 alone
 #   bash slurm/eval_checkpoints.sh --submit ckpts.txt eval=general          # sizes the array itself
-#   bash slurm/eval_checkpoints.sh --submit runs/x/pretrain eval=general    # its step-*/ and final/ subdirectories
+#   bash slurm/eval_checkpoints.sh --submit runs/prox_1b/RUN eval=general   # one run's step-*/ and final/
+#   bash slurm/eval_checkpoints.sh --submit artifacts/pretrain/KEY eval=general   # the same, named by artifact
 #
+# Checkpoints live in the pretrain artifact, artifacts/pretrain/<key>/{step-XXXXXXXX,final}/, not in the run
+# directory: a run directory's plan.json names it (the entry whose "stage" is "pretrain", its "out_dir").
 # LIST: a file with one checkpoint (directory or HF id) per line ('#' comments and blank lines skipped), or a
-# directory whose step-*/ and final/ subdirectories are the checkpoints (sorted). --submit freezes the list into
+# directory: a run directory (with plan.json: its pretrain artifact's checkpoints), a sweep directory (the same for
+# every run directory in it, each artifact once), or any other directory whose step-*/ and final/ subdirectories are
+# the checkpoints (a pretrain artifact). Sorted. --list prints them and exits. --submit freezes the list into
 # logs/slurm/ first, so checkpoints written later do not shift the indices. For --submit, extra sbatch options come
 # from PROXLAB_SBATCH_ARGS (split on whitespace, e.g. "-p gpu -A acct") and PROXLAB_EVAL_PARALLEL=8 runs at most 8
 # tasks at once (--array=0-N%8).
@@ -34,11 +39,40 @@ EVAL_CMD=(-m proxlab.cli evaluate)
 EVAL_MODEL_KEY=${PROXLAB_EVAL_MODEL_KEY:-model}
 # -------------------------------------------------------------------------------------------------------------------
 
+# Print the out_dir of the "pretrain" entries of plan.json ($1): [{"stage": ..., "key": ..., "out_dir": ...}, ...]
+# as proxlab.runner.run writes it (json.dumps(indent=2): one field per line, "stage" before "out_dir").
+plan_pretrain_dirs() {
+    awk '/"stage": *"/ { p = ($0 ~ /"stage": *"pretrain"/) }
+         p && /"out_dir": *"/ { sub(/.*"out_dir": *"/, ""); sub(/",?[[:space:]]*$/, ""); print; p = 0 }' "$1"
+}
+
+# Print the directories whose step-*/ and final/ are the checkpoints of directory $1: the pretrain artifact of a run
+# directory, those of every run directory of a sweep directory, else the directory itself.
+checkpoint_roots() {
+    local src=$1 plan found=0
+    if [[ -f $src/plan.json ]]; then
+        plan_pretrain_dirs "$src/plan.json"
+        return
+    fi
+    for plan in "$src"/*/plan.json; do
+        [[ -f $plan ]] || continue
+        found=1
+        plan_pretrain_dirs "$plan"
+    done
+    ((found)) || printf '%s\n' "$src"
+}
+
 # Print the checkpoints of LIST ($1), one per line.
 list_checkpoints() {
-    local src=$1 line
+    local src=$1 line root
     if [[ -d $src ]]; then
-        find "$src" -mindepth 1 -maxdepth 1 -type d \( -name 'step-*' -o -name final \) | LC_ALL=C sort
+        checkpoint_roots "$src" | LC_ALL=C sort -u | while IFS= read -r root; do
+            if [[ ! -d $root ]]; then
+                echo "[proxlab-slurm] note: $root (named by a plan.json) does not exist yet" >&2
+                continue
+            fi
+            find "$root" -mindepth 1 -maxdepth 1 -type d \( -name 'step-*' -o -name final \)
+        done | LC_ALL=C sort
     elif [[ -f $src ]]; then
         while IFS= read -r line || [[ -n $line ]]; do
             line=${line%%#*}
@@ -51,6 +85,12 @@ list_checkpoints() {
         return 2
     fi
 }
+
+if [[ ${1:-} == --list ]]; then
+    [[ $# -eq 2 ]] || { echo "usage: $0 --list LIST" >&2; exit 2; }
+    list_checkpoints "$2"
+    exit
+fi
 
 if [[ ${1:-} == --submit ]]; then
     shift

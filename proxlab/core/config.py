@@ -68,7 +68,22 @@ class CorpusConfig:
     # error: stop naming file:line and the problem | skip: count, log to bad_lines.jsonl (file:line) and go on
     on_bad_line: str = "error"
     min_chars: int = 1  # shorter texts are dropped with reason "empty"
-    tokens: Optional[float] = plan_only(None)  # the raw pool's size in training-tokenizer tokens
+    # A paper pool (proxlab/refine/pools.py; docs/refine.md "Pools"): the dataset's files in its own layout under
+    # `path` (default <data_dir>/pools/<pool>; source=hf: its hub), split into dumps at file level by a seeded shuffle.
+    pool: Optional[str] = None
+    dumps: Optional[list[int]] = None  # the dumps read (0-based); None: all
+    num_dumps: Optional[int] = None  # None: the pool's (RedPajama-V2 8, FineWeb 7, others 1)
+    dump_seed: Optional[int] = None  # the shuffle's seed; None: the pool's
+    # Read the files of the pool that are present when some are missing (counted and printed); hashed, so an artifact
+    # of a partial mirror never stands in for the complete pool's.
+    allow_partial: bool = False
+    # The raw pool's size in training-tokenizer tokens: `proxlab plan`'s epochs, and prepare's check of its measurement.
+    tokens: Optional[float] = runtime(None)
+    # The tokenizer prepare measures the pool's tokens with (a directory with tokenizer.json, or a name under
+    # <data_dir>/tokenizers): conf/corpus/*.yaml hand it the experiment's pretrained tokenizer. None: not measured.
+    tokenizer: Optional[str] = runtime(None)
+    # Fail prepare when the measured tokens are off from `tokens` by more than 5% (both numbers in the error).
+    check_tokens: bool = runtime(True)
 
 
 @dataclass
@@ -395,6 +410,9 @@ def training_plan(train: TrainConfig, world_size: int) -> TrainingPlan:
 # ---------------------------------------------------------------------------------------------------------------------
 # Value checks, run when the experiment is composed (before any stage) and again when a stage loads its slice
 
+# The pools of proxlab/refine/pools.py (core imports no stage package; a test keeps the two equal).
+POOL_NAMES = ("redpajama_v2", "fineweb", "c4", "openwebmath", "fineweb_edu", "dclm_baseline")
+
 CHOICES: dict[str, tuple[str, ...]] = {
     "corpus.source": ("local", "hf"),
     "corpus.on_bad_line": ("error", "skip"),
@@ -461,6 +479,27 @@ def check_generate(g: GenerateConfig, level: str) -> None:
         raise ConfigError(f"{where}.endpoint", g.endpoint, "the openai backend needs a base URL")
 
 
+def check_pool(c: CorpusConfig) -> None:
+    """A pool's name and dump selection (the dump indices against num_dumps when it is set here)."""
+    if c.tokens is not None and c.tokens <= 0:
+        raise ConfigError("corpus.tokens", c.tokens, "must be > 0 (or null)")
+    if c.pool is None:
+        for name in ("dumps", "num_dumps", "dump_seed"):
+            if getattr(c, name) is not None:
+                raise ConfigError(f"corpus.{name}", getattr(c, name), "only a pool has dumps (set corpus.pool)")
+        return
+    if c.pool not in POOL_NAMES:
+        raise ConfigError("corpus.pool", c.pool, f"expected one of {list(POOL_NAMES)} (proxlab/refine/pools.py)")
+    if c.num_dumps is not None:
+        _positive("corpus.num_dumps", c.num_dumps)
+    if c.dumps is not None:
+        n = c.num_dumps
+        if not c.dumps or len(set(c.dumps)) != len(c.dumps) or any(d < 0 or (n is not None and d >= n)
+                                                                   for d in c.dumps):
+            raise ConfigError("corpus.dumps", list(c.dumps), f"expected distinct dump indices in [0, "
+                                                             f"{n if n is not None else 'num_dumps'})")
+
+
 def check_experiment(cfg: ExperimentConfig) -> None:
     """Every value check that needs nothing but the config; the runner adds those that need the stage packages
     (known eval tasks, refiner paths)."""
@@ -477,6 +516,7 @@ def check_experiment(cfg: ExperimentConfig) -> None:
     if cfg.corpus.sample_fraction is not None and not 0.0 < cfg.corpus.sample_fraction <= 1.0:
         raise ConfigError("corpus.sample_fraction", cfg.corpus.sample_fraction, "must lie in (0, 1] (or be null)")
     _positive("corpus.min_chars", cfg.corpus.min_chars, allow_zero=True)
+    check_pool(cfg.corpus)
     for level in ("doc", "chunk"):
         check_generate(getattr(cfg.refine, level), level)
     for name in ("drop_ratio", "min_ratio"):

@@ -4,7 +4,10 @@ A checkpoint directory (`<out>/step-00000020/`, `<out>/final/`) holds
 
     lit_model.pth        {"model": state_dict}       -- LitGPT's format: `litgpt.GPT(Config.from_file(...))` loads it
     model_config.yaml    litgpt.Config                -- litgpt.utils.save_config
-    tokenizer files      copied from the tokenizer stage (tokenizer.json, tokenizer_config.json, ...)
+    tokenizer files      from the tokenizer stage (tokenizer.json, tokenizer_config.json, special_tokens_map.json),
+                         made HF-safe by proxlab.models.hf_export (BOS template, no token_type_ids)
+    config.json          the HF config of the same model (Llama / GPT-NeoX), dtype of the weights, the tokenizer's ids
+    generation_config.json  bos/eos/pad token ids        -- with config.json, what `litgpt evaluate` needs
     trainer_state.json   {step, tokens, epoch, loss, ...}
     resume.pth           {"model", "optimizer"}: full states (step-* only: the resume state; FSDP needs the model
                          beside the optimizer to gather its state, so the weights are stored twice)
@@ -13,6 +16,10 @@ A checkpoint directory (`<out>/step-00000020/`, `<out>/final/`) holds
 
 Every rank writes into `<out>/.tmp-<name>/`; after a barrier rank 0 writes COMPLETE and renames the directory into
 place, so a checkpoint directory without `.tmp-` is always whole. Resume picks the highest complete `step-*`.
+
+So stock tools read every checkpoint as it is: `litgpt generate` / `litgpt chat` (LitGPT files), `litgpt evaluate`
+(converts to HF next to the copied config.json), `litgpt convert_from_litgpt` (+ config.json: an HF directory),
+`proxlab lm-eval --model litgpt`; `proxlab export CKPT OUT` writes a safetensors HF directory (vLLM, transformers).
 """
 
 from __future__ import annotations
@@ -73,7 +80,7 @@ def clean_partial(out: Path) -> None:
 def save(fabric, out: Path, name: str, model, config, tokenizer_dir: Path, trainer_state: dict[str, Any],
          optimizer=None, data_state: dict[str, Any] | None = None) -> Path:
     """Write checkpoint `name` (all ranks call this); with `optimizer` it also holds the resume state."""
-    from litgpt.utils import copy_config_files, save_config
+    from litgpt.utils import save_config
 
     final, tmp = out / name, out / f".tmp-{name}"
     if fabric.global_rank == 0:
@@ -88,7 +95,7 @@ def save(fabric, out: Path, name: str, model, config, tokenizer_dir: Path, train
         torch.save({"data": data_state, "rng": rng_state()}, tmp / f"rank-{fabric.global_rank}.pth")
     if fabric.global_rank == 0:
         save_config(config, tmp)
-        copy_config_files(Path(tokenizer_dir), tmp)
+        write_hf_side(config, Path(tokenizer_dir), tmp, _weights_dtype(model))
         (tmp / "trainer_state.json").write_text(json.dumps({**trainer_state, "world_size": fabric.world_size},
                                                            indent=2, sort_keys=True))
     fabric.barrier()
@@ -104,6 +111,33 @@ def save(fabric, out: Path, name: str, model, config, tokenizer_dir: Path, train
             os.replace(tmp, final)
     fabric.barrier()
     return final
+
+
+def _weights_dtype(model) -> str:
+    param = next(iter(model.parameters()), None)
+    return "float32" if param is None else str(param.dtype).removeprefix("torch.")
+
+
+def write_hf_side(config, tokenizer_dir: Path, ckpt: Path, dtype: str = "float32") -> None:
+    """Tokenizer files, `config.json` and `generation_config.json` into checkpoint directory `ckpt` (rank 0).
+
+    An architecture with no HF config here (not Llama-style or GPT-NeoX) keeps the tokenizer files and gets a warning
+    instead of config.json; any other failure falls back to copying the tokenizer files as they are (litgpt's
+    copy_config_files), with the error printed: the checkpoint stays a LitGPT checkpoint and training goes on (the
+    other ranks wait at the barrier)."""
+    from proxlab.models.hf_export import write_hf_files
+
+    name = ckpt.name.removeprefix(".tmp-")
+    try:
+        write_hf_files(config, tokenizer_dir, ckpt, dtype=dtype)
+    except NotImplementedError as e:
+        print(f"[proxlab] checkpoint {name}: no HF config.json ({e})", flush=True)
+    except Exception as e:  # noqa: BLE001  never lose a checkpoint over its HF side files
+        from litgpt.utils import copy_config_files
+
+        print(f"[proxlab] WARNING: checkpoint {name}: HF files not written ({type(e).__name__}: {e}); "
+              "tokenizer files copied as they are", flush=True)
+        copy_config_files(tokenizer_dir, ckpt)
 
 
 def load(fabric, ckpt: Path, model, optimizer) -> tuple[dict[str, Any], dict[str, Any]]:

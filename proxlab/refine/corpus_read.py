@@ -24,7 +24,7 @@ import re
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 try:  # 3-5x faster than json.loads; optional so that any environment can still prepare a corpus
     from orjson import loads as _fast_loads
@@ -105,13 +105,33 @@ class BadRecords:
             print(f"[proxlab] prepare: skipping {where}: {reason}", flush=True)
 
 
+DATA_SUFFIXES = (".gz", ".zst", ".jsonl", ".json", ".parquet")  # stripped from a file name to give its source
+
+
+def strip_suffixes(name: str) -> str:
+    """A file name without its data extensions (`a.jsonl.gz` → `a`, `c4-train.00000-of-01024.json.gz` →
+    `c4-train.00000-of-01024`): only known extensions go, so names that differ before them stay distinct."""
+    while True:
+        for suffix in DATA_SUFFIXES:
+            if name.endswith(suffix) and len(name) > len(suffix):
+                name = name[: -len(suffix)]
+                break
+        else:
+            return name
+
+
 def source_name(root: Path, path: Path) -> str:
-    """A file's `source` and id prefix: its path under the corpus root without extensions (`a.jsonl.gz` → `a`,
-    `2019-30/en_head_0001.json.gz` → `2019-30/en_head_0001`), so that ids are unique across the files of a corpus
-    whenever they are unique within each file."""
+    """A file's `source` and id prefix: its path under the corpus root without its data extensions (`a.jsonl.gz` →
+    `a`, `2019-30/0001/en_head.json.gz` → `2019-30/0001/en_head`), so that ids are unique across the files of a
+    corpus whenever they are unique within each file."""
     rel = path.relative_to(root) if path != root and root.is_dir() else Path(path.name)
-    name = "/".join((*rel.parent.parts, rel.name.split(".")[0]))
-    return fix_surrogates(name)[0]
+    return relative_source(rel.as_posix())
+
+
+def relative_source(rel: str) -> str:
+    """`source_name` of a path relative to the corpus root (posix)."""
+    folder, _, name = rel.rpartition("/")
+    return fix_surrogates(f"{folder}/{strip_suffixes(name)}" if folder else strip_suffixes(name))[0]
 
 
 def fix_surrogates(s: str) -> tuple[str, bool]:
@@ -143,18 +163,35 @@ def _fix_value(v: Any) -> tuple[Any, bool]:
 # Records: (line or row number, parsed value)
 
 
-def local_records(path: Path, counts: Counts, bad: BadRecords) -> Iterator[tuple[int, Any, Any]]:
-    if path.name.endswith(".parquet"):
-        return parquet_records(path, counts, bad)
-    return jsonl_records(path, counts, bad)
+Opener = Callable[[Any], BinaryIO]  # a file's binary stream: `open(path, "rb")`, or an fsspec file of a hub
 
 
-def jsonl_records(path: Path, counts: Counts, bad: BadRecords) -> Iterator[tuple[int, Any, Any]]:
-    """JSON lines of a plain or gzip-compressed file, parsed; bad lines reported (never raised under `skip`)."""
-    compressed = path.name.endswith(".gz")
+def open_binary(path: Any) -> BinaryIO:
+    return open(path, "rb")
+
+
+def _file_name(path: Any) -> str:
+    return str(path).rstrip("/").rsplit("/", 1)[-1]
+
+
+def local_records(path: Any, counts: Counts, bad: BadRecords,
+                  opener: Opener | None = None) -> Iterator[tuple[int, Any, Any]]:
+    """The records of one file: a local path, or (with `opener`) any location the opener reads (an fsspec URL)."""
+    if _file_name(path).endswith(".parquet"):
+        return parquet_records(path, counts, bad, opener=opener)
+    return jsonl_records(path, counts, bad, opener=opener)
+
+
+def jsonl_records(path: Any, counts: Counts, bad: BadRecords,
+                  opener: Opener | None = None) -> Iterator[tuple[int, Any, Any]]:
+    """JSON lines of a plain, gzip- or zstd-compressed file, parsed; bad lines reported (never raised under `skip`)."""
+    name = _file_name(path)
+    codec = "gzip" if name.endswith(".gz") else "zstd" if name.endswith(".zst") else None
     lineno = n = 0
     rest, skipping = b"", False
-    chunks = _gzip_chunks(path) if compressed else _plain_chunks(path)
+    opener = opener or open_binary
+    chunks = (_gzip_chunks(path, opener) if codec == "gzip" else _zstd_chunks(path, opener) if codec == "zstd"
+              else _plain_chunks(path, opener))
     try:
         try:
             for chunk in chunks:
@@ -194,7 +231,7 @@ def jsonl_records(path: Path, counts: Counts, bad: BadRecords) -> Iterator[tuple
                     rest, skipping = b"", True
         except (OSError, EOFError, zlib.error) as e:  # truncated / corrupt compressed data
             n += 1
-            bad(f"{path}:{lineno + 1}", _stream_error(e, compressed, lineno))
+            bad(f"{path}:{lineno + 1}", _stream_error(e, codec, lineno))
             return
         if rest:  # a last line without a newline
             lineno += 1
@@ -208,18 +245,47 @@ def jsonl_records(path: Path, counts: Counts, bad: BadRecords) -> Iterator[tuple
         chunks.close()
 
 
-def _plain_chunks(path: Path, size: int = READ_CHUNK) -> Iterator[bytes]:
-    with open(path, "rb") as f:
+def _plain_chunks(path: Any, opener: Opener = open_binary, size: int = READ_CHUNK) -> Iterator[bytes]:
+    with opener(path) as f:
         while chunk := f.read(size):
             yield chunk
 
 
-def _gzip_chunks(path: Path, size: int = READ_CHUNK) -> Iterator[bytes]:
+def _zstd_chunks(path: Any, opener: Opener = open_binary, size: int = READ_CHUNK) -> Iterator[bytes]:
+    """The decompressed bytes of a zstd file (every frame, as `zstd -d` reads them; DCLM's `.jsonl.zst`), in large
+    chunks. A truncated file raises EOFError after yielding everything before the damage; corrupt data raises
+    OSError. Needs the `zstandard` package (requirements/main.txt)."""
+    try:
+        import zstandard
+    except ImportError as e:
+        raise RuntimeError(f"{path}: reading .zst files needs the zstandard package (pip install zstandard; it is in "
+                           f"requirements/main.txt)") from e
+    dctx = zstandard.ZstdDecompressor()
+    with opener(path) as f:
+        d, started = dctx.decompressobj(), False
+        try:
+            while buf := f.read(size):
+                while buf:
+                    started = True
+                    out = d.decompress(buf)
+                    if out:
+                        yield out
+                    if d.eof:  # end of a frame: another may follow
+                        buf, d, started = d.unused_data, dctx.decompressobj(), False
+                    else:
+                        buf = b""
+        except zstandard.ZstdError as e:
+            raise OSError(f"corrupt zstd data: {e}") from None
+        if started:
+            raise EOFError("Compressed file ended before the end-of-frame marker was reached")
+
+
+def _gzip_chunks(path: Any, opener: Opener = open_binary, size: int = READ_CHUNK) -> Iterator[bytes]:
     """The decompressed bytes of a gzip file (every member, as `gzip` reads them; CRC and length checked by zlib), in
     large chunks: fewer Python-level calls than `gzip.open`'s 8 KiB reads. A truncated file raises EOFError after
     yielding everything before the damage; corrupt data raises zlib.error."""
     wbits = 16 + zlib.MAX_WBITS
-    with open(path, "rb") as f:
+    with opener(path) as f:
         d, started = zlib.decompressobj(wbits), False
         while buf := f.read(size):
             while buf:
@@ -239,13 +305,14 @@ def _gzip_chunks(path: Path, size: int = READ_CHUNK) -> Iterator[bytes]:
             raise EOFError("Compressed file ended before the end-of-stream marker was reached")
 
 
-def _stream_error(e: BaseException, compressed: bool, lines_read: int) -> str:
+def _stream_error(e: BaseException, codec: str | None, lines_read: int) -> str:
     after = f"after {lines_read} lines; the rest of the file is skipped"
     if isinstance(e, EOFError):
-        return f"truncated gzip file: the compressed data ends before its end-of-stream marker ({after})"
-    if compressed and isinstance(e, zlib.error) and lines_read == 0:
-        return f"not a gzip file, or corrupt from its start ({e}); the file is skipped"
-    kind = "corrupt gzip data" if compressed else "read error"
+        return f"truncated {codec} file: the compressed data ends before its end-of-stream marker ({after})"
+    corrupt = (codec == "gzip" and isinstance(e, zlib.error)) or (codec == "zstd" and "corrupt zstd" in str(e))
+    if corrupt and lines_read == 0:
+        return f"not a {codec} file, or corrupt from its start ({e}); the file is skipped"
+    kind = f"corrupt {codec} data" if corrupt else "read error"
     return f"{kind} ({type(e).__name__}: {e}; {after})"
 
 
@@ -278,15 +345,17 @@ def _slow_parse(line: bytes, where: str, first: bool, counts: Counts, bad: BadRe
     return rec
 
 
-def parquet_records(path: Path, counts: Counts, bad: BadRecords,
-                    batch_rows: int = 1024) -> Iterator[tuple[int, Any, Any]]:
+def parquet_records(path: Any, counts: Counts, bad: BadRecords, batch_rows: int = 1024,
+                    opener: Opener | None = None) -> Iterator[tuple[int, Any, Any]]:
     """Rows of a parquet file, streamed by row batches (never the whole table)."""
     import pyarrow.parquet as pq
 
     row = n = 0
+    handle = None
     try:
         try:
-            pf = pq.ParquetFile(path)
+            handle = opener(path) if opener else None
+            pf = pq.ParquetFile(handle if handle is not None else path)
             batches = pf.iter_batches(batch_size=batch_rows)
         except Exception as e:  # noqa: BLE001 - any unreadable file is one bad record, by policy
             n += 1
@@ -320,6 +389,8 @@ def parquet_records(path: Path, counts: Counts, bad: BadRecords,
                 yield row, rec, None
     finally:
         counts.read += n
+        if handle is not None:
+            handle.close()
 
 
 @dataclass

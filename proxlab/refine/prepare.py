@@ -24,6 +24,11 @@ A document's id is `<source>/<id field>` (the line or row number when the record
 file's path under the corpus root without extensions, so ids are unique across files when they are unique within
 each file; a repeated id within a file is counted (`duplicate_ids`) and skipped. Bad records follow
 `corpus.on_bad_line` (proxlab.refine.corpus_read).
+
+A paper pool (`corpus.pool`, proxlab.refine.pools) reads the files of the selected dumps, from a mirror in the
+dataset's own layout or from its hub; `input_files` is the one listing, which the graph also keys the stage by. With
+`corpus.tokenizer` the stage measures the pool's tokens on a per-file sample, records them in the manifest and fails
+when they are off from `corpus.tokens` by more than 5% (docs/refine.md, "Pools").
 """
 
 from __future__ import annotations
@@ -46,9 +51,10 @@ from proxlab.core.paths import under_data_dir
 from proxlab.core.sharding import ShardStats, ShardWork, run_shards, stats_path
 from proxlab.core.stage import StageResult, StageSpec, atomic_write_text, stage_cli
 from proxlab.refine.corpus_read import (BadInputError, BadRecords, Counts, documents, hf_records, local_records,
-                                        source_name)
+                                        relative_source, source_name)
+from proxlab.refine.pools import PoolListing, local_found, pool_settings, remote_filesystem, remote_found, select
 
-__all__ = ["BadInputError", "corpus_files", "main", "sample_key"]
+__all__ = ["BadInputError", "corpus_files", "corpus_root", "input_files", "main", "sample_key"]
 
 PARTS = "parts"  # work area: each input's part files (stream) or sorted candidates (num_docs), and bad-record logs
 INPUTS_FILE = "inputs.json"  # per input: path, source, counts, output shards; written when the outputs are final
@@ -58,6 +64,45 @@ WRITE_BATCH_CHARS = 32 << 20
 CANDIDATE_BATCH_ROWS = 256  # row groups of the candidate files: the finalizer's merge holds one per input
 MAX_BY_SOURCE = 1000  # the manifest lists documents per source up to this many sources
 DROP_REASONS = ("sampled_out", "bad", "empty", "duplicate")
+# Token measurement (docs/refine.md, "Pools"): per input file, the documents with the TOKEN_SAMPLE_PER_INPUT smallest
+# sample keys are tokenized; the pool's tokens are estimated per file as (their tokens / their characters) × the file's
+# characters, summed. The stage fails when the estimate is off from corpus.tokens by more than TOKEN_TOLERANCE.
+TOKEN_SAMPLE_PER_INPUT = 256
+TOKEN_TOLERANCE = 0.05
+TOKEN_SUMS = ("tok_n", "tok_t", "tok_c", "tok_tt", "tok_cc", "tok_tc")  # n, Σt, Σc, Σt², Σc², Σtc of one input
+
+
+def corpus_root(cfg: Any, configured_data_dir: str | None = None) -> Path:
+    """Where a local corpus lies: `corpus.path`, else `<data_dir>/pools/<pool>` for a pool, else `<data_dir>/web`."""
+    pool = getattr(cfg, "pool", None)
+    return under_data_dir(cfg.path, f"pools/{pool}" if pool else "web", configured_data_dir)
+
+
+def input_files(cfg: Any, root: Path) -> list[Path]:
+    """THE listing of the local files `prepare` reads, in reading order; the graph keys the stage by their identity
+    (`runner.graph.external_sources`). A pool (`corpus.pool`): the files of the selected dumps present under the
+    mirror root (`pool_listing`; a missing one is an error unless corpus.allow_partial); otherwise `corpus_files`."""
+    if getattr(cfg, "pool", None):
+        return [root / rel for rel in pool_listing(cfg, root).present]
+    return corpus_files(root, list(cfg.include), list(cfg.exclude))
+
+
+def pool_listing(cfg: Any, root: Path) -> PoolListing:
+    pool, dumps, num_dumps, seed = pool_settings(cfg)
+    listing = select(pool, local_found(pool, root), dumps, num_dumps, seed)
+    _check_listing(cfg, listing, str(root))
+    return listing
+
+
+def _check_listing(cfg: Any, listing: PoolListing, where: str) -> None:
+    pool = listing.pool
+    if listing.missing and not getattr(cfg, "allow_partial", False):
+        raise FileNotFoundError(f"{listing.describe_missing(where)}. Complete the mirror ({pool.download}), or set "
+                                f"corpus.allow_partial=true to read the {len(listing.present):,} files present")
+    if not listing.present:
+        raise FileNotFoundError(f"pool {pool.name}: none of the {len(listing.expected):,} files of dumps "
+                                f"{list(listing.dumps)} is under {where} (the dataset's own layout: {pool.pattern}); "
+                                f"make a mirror with: {pool.download}")
 
 
 def corpus_files(root: Path, include: list[str], exclude: list[str]) -> list[Path]:
@@ -101,13 +146,54 @@ class Corpus:
     inputs: list[Input]
     shards: list[Path]  # the executor's shard list (the files; placeholders for hub shards)
     records: Callable[[int, Counts, BadRecords], Iterator[tuple[int, Any, Any]]]  # (line or row, record, raw line)
+    pool: dict[str, Any] | None = None  # a pool's listing: name, dumps, files expected / present / missing
 
 
 def local_corpus(cfg: CorpusConfig, root: Path) -> Corpus:
-    files = corpus_files(root, list(cfg.include), list(cfg.exclude))
+    listing = pool_listing(cfg, root) if cfg.pool else None
+    files = [root / rel for rel in listing.present] if listing else input_files(cfg, root)
     inputs = [Input(str(f), (src := source_name(root, f)), src + "/") for f in files]
     _check_prefixes(inputs)
-    return Corpus(str(root), inputs, files, lambda i, counts, bad: local_records(files[i], counts, bad))
+    return Corpus(str(root), inputs, files, lambda i, counts, bad: local_records(files[i], counts, bad),
+                  _pool_info(listing, str(root)))
+
+
+def _pool_info(listing: PoolListing | None, where: str) -> dict[str, Any] | None:
+    if listing is None:
+        return None
+    if listing.missing:
+        print(f"[proxlab] prepare: {listing.describe_missing(where)}; reading the {len(listing.present):,} present "
+              f"(corpus.allow_partial=true)", flush=True)
+    return {"pool": listing.pool.name, "dumps": list(listing.dumps), "files_in_pool": listing.complete_listing,
+            "files_expected": len(listing.expected), "files_present": len(listing.present),
+            "files_missing": len(listing.missing), "missing_first": listing.missing[:20]}
+
+
+def pool_hub_corpus(cfg: CorpusConfig) -> Corpus:
+    """A pool read from where its dataset publishes the files (`corpus.source=hf`): the HF hub at
+    `corpus.hf_revision` (RedPajama-V2: its own URL), through fsspec, with the local readers — so documents, ids and
+    sources equal a local mirror's."""
+    pool, dumps, num_dumps, seed = pool_settings(cfg)
+    try:
+        fs, base = remote_filesystem(pool, cfg.hf_revision)
+        found = remote_found(pool, fs, base)
+    except Exception as e:  # noqa: BLE001 - offline, no access, unknown revision: one clear message
+        raise RuntimeError(
+            f"prepare: cannot list pool {pool.name} at {pool.remote(cfg.hf_revision)}: {type(e).__name__}: {e}. "
+            f"Reading a pool from its hub needs network access; offline, make a mirror ({pool.download}) and set "
+            f"corpus.source=local corpus.path=<mirror>") from e
+    listing = select(pool, found, dumps, num_dumps, seed)
+    _check_listing(cfg, listing, base)
+    rels = listing.present
+    inputs = [Input(f"{base}/{rel}", (src := relative_source(rel)), src + "/") for rel in rels]
+    _check_prefixes(inputs)
+
+    def opener(path: str):
+        return fs.open(path, "rb")
+
+    return Corpus(base, inputs, [Path(f"hub-file-{k:05d}") for k in range(len(rels))],
+                  lambda i, counts, bad: local_records(inputs[i].where, counts, bad, opener=opener),
+                  _pool_info(listing, base))
 
 
 def _check_prefixes(inputs: list[Input]) -> None:
@@ -160,6 +246,8 @@ class Job:
     cfg: CorpusConfig
     out: Path
     corpus: Corpus
+    tokenizer: Any = None  # a `tokenizers.Tokenizer` counting the pool's tokens (corpus.tokenizer), or None
+    tokenizer_path: str | None = None
 
     @property
     def parts(self) -> Path:
@@ -174,21 +262,23 @@ def process_input(job: Job, index: int, _path: Path) -> ShardStats:
     docs = documents(job.corpus.records(index, counts, bad), inp.where, inp.id_prefix, cfg.text_field, cfg.id_field,
                      cfg.min_chars, counts, bad)
     threshold = fraction_threshold(cfg.sample_fraction)
+    sample = TokenSample(TOKEN_SAMPLE_PER_INPUT) if job.tokenizer is not None else None
     if cfg.num_docs is None:
         writer = PartWriter(job.parts, index, inp.source, cfg.docs_per_shard)
-        _stream(docs, counts, threshold, cfg.seed, writer.add)
+        _stream(docs, counts, threshold, cfg.seed, writer.add, sample)
         n_parts = writer.close()
     else:
-        chosen = _smallest(docs, counts, threshold, cfg.seed, cfg.num_docs)
+        chosen = _smallest(docs, counts, threshold, cfg.seed, cfg.num_docs, sample)
         write_candidates(job.parts / f"cand-{index:05d}.parquet", chosen, inp.source)
         n_parts = 1 if chosen else 0
     if bad.log:
         atomic_write_text(job.parts / f"bad-{index:05d}.jsonl",
                           "".join(json.dumps(r, sort_keys=True) + "\n" for r in bad.log))
+    token_sums = sample.measure(job.tokenizer) if sample is not None else {}
     return ShardStats(docs_in=counts.read, docs_out=counts.kept, chars_in=counts.chars_read,
                       chars_out=counts.chars_kept, dropped={k: getattr(counts, k) for k in DROP_REASONS},
                       extra={"parts": n_parts, "fixed_surrogates": counts.fixed_surrogates,
-                             "texts_with_nul": counts.texts_with_nul, "bad_logged": len(bad.log)})
+                             "texts_with_nul": counts.texts_with_nul, "bad_logged": len(bad.log), **token_sums})
 
 
 def _clear_input(parts: Path, index: int) -> None:
@@ -201,7 +291,7 @@ def _clear_input(parts: Path, index: int) -> None:
 
 
 def _stream(docs: Iterator[tuple[str, str, str]], counts: Counts, threshold: int | None, seed: int,
-            emit: Callable[[str, str, str], None]) -> None:
+            emit: Callable[[str, str, str], None], token_sample: "TokenSample | None" = None) -> None:
     seen: set[str] = set()  # this input's ids: duplicates are found within a file (ids carry the file's prefix)
     kept = sampled = dup = chars_read = chars_kept = 0
     for doc_id, text, meta in docs:
@@ -211,7 +301,10 @@ def _stream(docs: Iterator[tuple[str, str, str]], counts: Counts, threshold: int
         seen.add(doc_id)
         n = len(text)
         chars_read += n
-        if threshold is not None and sample_key(seed, doc_id) >= threshold:
+        key = sample_key(seed, doc_id) if threshold is not None or token_sample is not None else 0
+        if token_sample is not None:  # the pool is every unique usable document, sampled out or not
+            token_sample.offer(key, doc_id, text)
+        if threshold is not None and key >= threshold:
             sampled += 1
             continue
         kept += 1
@@ -225,7 +318,7 @@ def _stream(docs: Iterator[tuple[str, str, str]], counts: Counts, threshold: int
 
 
 def _smallest(docs: Iterator[tuple[str, str, str]], counts: Counts, threshold: int | None, seed: int,
-              n: int) -> list[tuple[int, str, str, str]]:
+              n: int, token_sample: "TokenSample | None" = None) -> list[tuple[int, str, str, str]]:
     """This input's n documents with the smallest keys, as (key, id, text, meta) sorted by (key, id)."""
     heap: list[tuple[int, str, str, str]] = []  # a max-heap via negated keys
 
@@ -236,12 +329,85 @@ def _smallest(docs: Iterator[tuple[str, str, str]], counts: Counts, threshold: i
         elif key < -heap[0][0]:
             heapq.heapreplace(heap, (-key, doc_id, text, meta))
 
-    _stream(docs, counts, threshold, seed, offer)
+    _stream(docs, counts, threshold, seed, offer, token_sample)
     chosen = sorted(((-k, i, t, m) for k, i, t, m in heap), key=lambda r: (r[0], r[1]))
     counts.sampled_out += counts.kept - len(chosen)
     counts.chars_kept = sum(len(t) for _, _, t, _ in chosen)
     counts.kept = len(chosen)
     return chosen
+
+
+class TokenSample:
+    """One input's documents with the k smallest sample keys — a uniform random sample of its unique usable documents,
+    whatever the file order — to be tokenized once the input is read."""
+
+    def __init__(self, k: int):
+        self.k = k
+        self.heap: list[tuple[int, str, str]] = []  # a max-heap of (-key, id, text)
+
+    def offer(self, key: int, doc_id: str, text: str) -> None:
+        if len(self.heap) < self.k:
+            heapq.heappush(self.heap, (-key, doc_id, text))
+        elif key < -self.heap[0][0]:
+            heapq.heapreplace(self.heap, (-key, doc_id, text))
+
+    def measure(self, tokenizer: Any) -> dict[str, float]:
+        """n, Σt, Σc, Σt², Σc², Σtc of the sample: t = the document's tokens as `tokenize` counts them (text tokens
+        without special tokens, + 1 EOS), c = its characters."""
+        texts = [t for _, _, t in sorted(self.heap, key=lambda r: (-r[0], r[1]))]
+        self.heap = []
+        sums = dict.fromkeys(TOKEN_SUMS, 0.0)
+        for lo in range(0, len(texts), 64):
+            batch = texts[lo:lo + 64]
+            encode = getattr(tokenizer, "encode_batch_fast", None) or tokenizer.encode_batch
+            for text, enc in zip(batch, encode(batch, add_special_tokens=False)):
+                t, c = len(enc.ids) + 1, len(text)
+                for key, v in zip(TOKEN_SUMS, (1, t, c, t * t, c * c, t * c)):
+                    sums[key] += v
+        return sums
+
+
+def load_tokenizer(name: str, configured_data_dir: str | None) -> tuple[Any, str]:
+    """`corpus.tokenizer`: a directory with tokenizer.json, or a name under <data_dir>/tokenizers (as
+    `model.tokenizer.path`); (tokenizers.Tokenizer, its directory)."""
+    from proxlab.core.paths import data_dir
+
+    p = Path(name).expanduser()
+    candidates = [p] if p.is_absolute() else [data_dir(configured_data_dir) / "tokenizers" / name, p]
+    for c in candidates:
+        if (c / "tokenizer.json").is_file():
+            from tokenizers import Tokenizer
+
+            return Tokenizer.from_file(str(c / "tokenizer.json")), str(c.resolve())
+    raise FileNotFoundError(f"corpus.tokenizer={name!r} (the tokenizer prepare measures the pool's tokens with): no "
+                            f"tokenizer.json in {[str(c) for c in candidates]}; set it to a tokenizer directory, or "
+                            f"corpus.tokenizer=null to skip the measurement")
+
+
+def token_estimate(stats: list[dict[str, Any]]) -> dict[str, float] | None:
+    """The pool's tokens from every input's sample: a ratio estimator stratified by input file,
+    T = Σ_i C_i · t_i / c_i (C_i: the file's characters; t_i, c_i: its sample's tokens and characters), with the
+    standard error Var = Σ_i N_i² (1 − n_i/N_i) s_i² / n_i, s_i² = Σ (t − R_i c)² / (n_i − 1) (N_i documents, n_i
+    sampled; a file read whole contributes no error). None when nothing was tokenized."""
+    if not any(st["extra"].get("tok_n") for st in stats):
+        return None
+    total = var = sampled = docs = chars = 0.0
+    for st in stats:
+        e = st["extra"]
+        n, t, c = e.get("tok_n", 0.0), e.get("tok_t", 0.0), e.get("tok_c", 0.0)
+        big_n = st["docs_out"] + st["dropped"].get("sampled_out", 0)  # unique usable documents of the input
+        if not big_n or not n:
+            continue
+        C = st["chars_in"]
+        r = t / c if c else 0.0
+        total += r * C if c else t / n * big_n
+        if 1 < n < big_n:
+            s2 = max(e["tok_tt"] - 2 * r * e["tok_tc"] + r * r * e["tok_cc"], 0.0) / (n - 1)
+            var += big_n * big_n * (1 - n / big_n) * s2 / n
+        sampled += n
+        docs += big_n
+        chars += C
+    return {"tokens": total, "se": var ** 0.5, "sampled_docs": sampled, "docs": docs, "chars": chars}
 
 
 class PartWriter:
@@ -515,7 +681,45 @@ def _collect_bad_logs(job: Job) -> None:
         atomic_write_text(job.out / BAD_LINES, "".join(p.read_text() for p in logs))
 
 
+def _measure(job: Job, summary: dict[str, Any]) -> tuple[dict[str, float], dict[str, Any]]:
+    """The pool's measured tokens for the manifest (counts, extra), checked against corpus.tokens: off by more than
+    TOKEN_TOLERANCE fails the stage (unless corpus.check_tokens=false), naming both numbers."""
+    cfg = job.cfg
+    est = token_estimate(_stats(job.out, len(job.corpus.inputs))) if job.tokenizer is not None else None
+    info: dict[str, Any] = {"tokenizer": job.tokenizer_path, "expected": cfg.tokens, "check": cfg.check_tokens,
+                            "tolerance": TOKEN_TOLERANCE, "per_input_sample": TOKEN_SAMPLE_PER_INPUT}
+    if est is None:
+        why = "no tokenizer (corpus.tokenizer)" if job.tokenizer is None else "no document was tokenized"
+        print(f"[proxlab] prepare: pool tokens not measured: {why}"
+              + (f"; corpus.tokens={cfg.tokens:.4g} is not checked" if cfg.tokens else ""), flush=True)
+        return {}, {"tokens": {**info, "measured": None, "why": why}}
+    tokens, se = est["tokens"], est["se"]
+    kept = tokens * summary["chars"] / est["chars"] if est["chars"] else 0.0
+    counts = {"tokens_estimate": round(tokens), "tokens_estimate_se": round(se), "tokens_kept_estimate": round(kept),
+              "token_sample_docs": int(est["sampled_docs"])}
+    info.update({"measured": tokens, "se": se, "relative_se": se / tokens if tokens else None,
+                 "sampled_docs": int(est["sampled_docs"]), "docs": int(est["docs"]), "chars": int(est["chars"]),
+                 "tokens_per_char": tokens / est["chars"] if est["chars"] else None, "kept_estimate": kept})
+    line = (f"pool tokens ≈ {tokens:.4g} ± {se:.2g} (1 s.e., {se / tokens if tokens else 0:.2%}; "
+            f"{int(est['sampled_docs']):,} of {int(est['docs']):,} documents tokenized with {job.tokenizer_path})")
+    if cfg.tokens:
+        off = tokens / cfg.tokens - 1
+        info["off"] = off
+        line += f"; corpus.tokens = {cfg.tokens:.4g} ({off:+.1%})"
+        if abs(off) > TOKEN_TOLERANCE and cfg.check_tokens:
+            pool = job.corpus.pool or {}
+            hint = (f" ({pool['files_missing']:,} of the pool's files are missing)" if pool.get("files_missing")
+                    else "")
+            raise RuntimeError(
+                f"prepare: the corpus measures {tokens:.4g} tokens (± {se:.2g}, {job.tokenizer_path}) but "
+                f"corpus.tokens = {cfg.tokens:.4g}: off by {off:+.1%}, more than {TOKEN_TOLERANCE:.0%}{hint}. Check "
+                f"the mirror and corpus.dumps, or set corpus.tokens={tokens:.4g}, or corpus.check_tokens=false")
+    print(f"[proxlab] prepare: {line}", flush=True)
+    return counts, {"tokens": info}
+
+
 def _result(job: Job, total: ShardStats, summary: dict[str, Any]) -> StageResult:
+    token_counts, token_extra = _measure(job, summary)
     extra = total.extra
     docs = summary["docs"]
     sampled_out = total.dropped.get("sampled_out", 0) + (total.docs_out - docs)  # num_docs: candidates not taken
@@ -533,24 +737,29 @@ def _result(job: Job, total: ShardStats, summary: dict[str, Any]) -> StageResult
           f"{counts['bad_lines']} bad records skipped, {counts['duplicate_ids']} duplicate ids, "
           f"{counts['dropped_empty']} empty, {sampled_out} sampled out, {counts['fixed_surrogates']} with lone "
           f"surrogates fixed", flush=True)
-    extra_out: dict[str, Any] = {"source": job.corpus.where, "mode": summary["mode"]}
+    extra_out: dict[str, Any] = {"source": job.corpus.where, "mode": summary["mode"], **token_extra}
+    if job.corpus.pool:
+        extra_out["pool"] = job.corpus.pool
+        counts["pool_files_missing"] = job.corpus.pool["files_missing"]
     if len(by_source) <= MAX_BY_SOURCE:
         extra_out["by_source"] = by_source
-    return StageResult(counts=counts, extra=extra_out)
+    return StageResult(counts={**counts, **token_counts}, extra=extra_out)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 
 
 def main(spec: StageSpec) -> StageResult | None:
-    cfg = load(CorpusConfig, spec.config, where="corpus")
+    cfg = load(CorpusConfig, spec.config, (spec.runtime or {}).get("settings"), where="corpus")
+    data_dir = (spec.runtime or {}).get("data_dir")
+    tokenizer, tokenizer_path = load_tokenizer(cfg.tokenizer, data_dir) if cfg.tokenizer else (None, None)
     if cfg.source == "hf":
-        corpus = hf_corpus(cfg)
+        corpus = pool_hub_corpus(cfg) if cfg.pool else hf_corpus(cfg)
     elif cfg.source == "local":
-        corpus = local_corpus(cfg, under_data_dir(cfg.path, "web", spec.runtime.get("data_dir")))
+        corpus = local_corpus(cfg, corpus_root(cfg, data_dir))
     else:
         raise ValueError(f"corpus.source={cfg.source!r}: expected 'local' or 'hf'")
-    job = Job(cfg, spec.out, corpus)
+    job = Job(cfg, spec.out, corpus, tokenizer, tokenizer_path)
     mode = "all documents" if cfg.num_docs is None and cfg.sample_fraction is None else (
         f"fraction {cfg.sample_fraction}" if cfg.num_docs is None else f"the {cfg.num_docs} smallest keys")
     total = run_shards(spec, ShardWork(shards=corpus.shards, process=partial(process_input, job),

@@ -131,17 +131,17 @@ def external_sources(stage: str, cfg: DictConfig) -> dict[str, Any]:
     """The identity of what `stage` reads from outside the artifact store (proxlab.core.paths.files_identity: resolved
     path, size and mtime of every file; a hub id with its revision), so that other data, or one edited file, re-keys
     the stage and everything after it instead of reusing a stale artifact."""
-    from proxlab.core.paths import files_identity, tree_files, under_data_dir
+    from proxlab.core.paths import files_identity, tree_files
 
     if stage == "prepare":
         c = cfg.corpus
         if c.source == "hf":
             return {"corpus": {"hf": c.hf_dataset, "config": c.hf_config, "split": c.hf_split,
                                "revision": c.hf_revision}}
-        from proxlab.refine.prepare import corpus_files
+        from proxlab.refine.prepare import corpus_root, input_files
 
-        root = under_data_dir(c.path, "web", cfg.paths.data_dir)
-        return {"corpus": files_identity(corpus_files(root, list(c.include), list(c.exclude)))}
+        # The one listing prepare reads too: a pool's files of the selected dumps, or the files under corpus.path.
+        return {"corpus": files_identity(input_files(c, corpus_root(c, cfg.paths.data_dir)))}
     if stage == "tokenizer" and cfg.model.tokenizer.kind == "pretrained":
         from proxlab.pretrain.tokenizer import resolve_pretrained
 

@@ -6,9 +6,11 @@ Steps, tokens and gradient accumulation come from `proxlab.core.config.training_
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
-from proxlab.core.config import ExperimentConfig, TrainingPlan, training_plan
+from proxlab.core.config import CorpusConfig, ExperimentConfig, TrainingPlan, as_dict, split_settings, training_plan
 from proxlab.core.flops import inference_flops, training_flops
 from proxlab.models.params import non_embedding_params, total_params
 from proxlab.models.presets import model_config, planned_vocab_size, resolved_model_config
@@ -42,9 +44,116 @@ def describe_training(cfg: ExperimentConfig) -> list[str]:
 GPU_PEAK_FLOPS = {"H100": 989e12, "A100": 312e12}
 
 
-def refining_flops(cfg: ExperimentConfig) -> tuple[list[str], float]:
-    """Paper Eqs. 11–13: C_doc ≈ 2·N_doc·D_raw, C_chunk ≈ 2·N_chunk·D_doc (D_output ≪ D_raw)."""
-    raw = cfg.corpus.tokens
+# ---------------------------------------------------------------------------------------------------------------------
+# The raw pool: prepare's measurement when its artifact exists, else corpus.tokens
+
+
+@dataclass(frozen=True)
+class PoolMeasure:
+    """The raw pool's tokens as the prepare artifact's manifest states them (docs/refine.md, "Pools")."""
+
+    tokens: float
+    se: float
+    tokenizer: str | None  # the tokenizer directory it was measured with
+    artifact: Path
+    files_missing: int = 0
+
+
+def prepare_artifact(cfg: ExperimentConfig, artifacts_dir: str | Path | None = None) -> Path | None:
+    """The prepare artifact directory this experiment would use: the key `runner.graph.plan` gives it (its hashed
+    corpus settings and the identity of its input files, listed by the same function); None when the corpus cannot
+    be listed here (no mirror)."""
+    from proxlab.runner.graph import STAGES, content_key, external_sources
+
+    hashed, _ = split_settings(CorpusConfig, as_dict(cfg.corpus))
+    try:
+        sources = external_sources("prepare", cfg)
+    except (OSError, ValueError):
+        return None
+    key = content_key("prepare", STAGES["prepare"].version, hashed, {}, sources)
+    return Path(artifacts_dir or cfg.paths.artifacts_dir).resolve() / "prepare" / key
+
+
+def measured_pool(cfg: ExperimentConfig, artifacts_dir: str | Path | None = None) -> PoolMeasure | None:
+    """The prepare artifact's measured pool size, when the artifact is complete and measured its tokens."""
+    from proxlab.core.stage import is_complete
+
+    out = prepare_artifact(cfg, artifacts_dir)
+    if out is None or not is_complete(out):
+        return None
+    try:
+        manifest = json.loads((out / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    counts, extra = manifest.get("counts", {}), manifest.get("extra", {})
+    if not counts.get("tokens_estimate"):
+        return None
+    return PoolMeasure(float(counts["tokens_estimate"]), float(counts.get("tokens_estimate_se", 0.0)),
+                       (extra.get("tokens") or {}).get("tokenizer"), out, int(counts.get("pool_files_missing", 0)))
+
+
+def _same_tokenizer(cfg: ExperimentConfig, measured_with: str | None) -> bool:
+    """Whether the measurement's tokenizer is this experiment's (compared by directory name: `llama_hf`)."""
+    mine = cfg.corpus.tokenizer or (cfg.model.tokenizer.path if cfg.model.tokenizer.kind == "pretrained" else None)
+    return bool(mine and measured_with and Path(mine).name == Path(measured_with).name)
+
+
+def raw_pool_tokens(cfg: ExperimentConfig, measure: PoolMeasure | None = None) -> tuple[float | None, str]:
+    """(the raw pool's tokens, where the number comes from): the measurement with this experiment's tokenizer, else
+    corpus.tokens."""
+    if measure is not None and _same_tokenizer(cfg, measure.tokenizer):
+        return measure.tokens, "measured"
+    return cfg.corpus.tokens, "corpus.tokens"
+
+
+def _refiner_preset(cfg: ExperimentConfig) -> str | None:
+    level = {"doc": "doc", "prox": "chunk"}.get(cfg.refine.variant)
+    return getattr(cfg.refine, level).size_preset if level else None
+
+
+def describe_pool(cfg: ExperimentConfig, measure: PoolMeasure | None, train_tokens: float) -> list[str]:
+    """The pool's size (measured beside corpus.tokens), the variant's epochs, and paper Table 7's row beside ours."""
+    from proxlab.refine.pools import POOLS, table7_rows
+
+    c = cfg.corpus
+    name = f"pool {c.pool} dumps {list(c.dumps) if c.dumps is not None else 'all'}" if c.pool else f"corpus {c.name}"
+    lines = []
+    if measure is not None:
+        line = (f"{name}: measured {measure.tokens:.4g} ± {measure.se:.2g} tokens with "
+                f"{Path(measure.tokenizer or '?').name} (prepare {measure.artifact.name})")
+        if c.tokens:
+            line += f"; corpus.tokens {c.tokens:.4g} ({measure.tokens / c.tokens - 1:+.1%})"
+        if measure.files_missing:
+            line += f"; {measure.files_missing:,} pool files were missing (corpus.allow_partial)"
+        if not _same_tokenizer(cfg, measure.tokenizer):
+            line += "; another tokenizer than this experiment's: corpus.tokens is used"
+        lines.append(line)
+    elif c.tokens:
+        lines.append(f"{name}: corpus.tokens {c.tokens:.4g} (prepare's measurement replaces it once its artifact "
+                     f"exists)")
+    raw, origin = raw_pool_tokens(cfg, measure)
+    pool = variant_tokens(cfg, raw)
+    if pool:
+        lines.append(f"variant pool ≈ {pool:.3g} tokens ({origin}) → {train_tokens / pool:.2f} epochs for "
+                     f"{train_tokens:.3g} train tokens")
+    dumps = tuple(c.dumps) if c.dumps is not None else None
+    for row in table7_rows(cfg.paper_table, c.pool, cfg.refine.variant, _refiner_preset(cfg), cfg.model.preset,
+                           dumps):
+        title = POOLS[row.pool].title
+        paper = (f"corpus {row.corpus_b:g}B, " if row.corpus_b else "corpus -, ") + f"train {row.train_b:g}B, " + (
+            f"{row.epochs:.2f} epochs" if row.epochs is not None else "epochs -")
+        if row.corpus_b and row.epochs is not None and abs(row.train_b / row.corpus_b - row.epochs) > 0.05:
+            paper += f" as printed (train / corpus = {row.train_b / row.corpus_b:.2f})"
+        ours = (f"corpus {pool / 1e9:.1f}B, train {train_tokens / 1e9:.1f}B, {train_tokens / pool:.2f} epochs"
+                if pool else f"train {train_tokens / 1e9:.1f}B")
+        lines.append(f"paper Table 7 ({row.experiment}, {title}, {row.description}): {paper} | ours: {ours}")
+    return lines
+
+
+def refining_flops(cfg: ExperimentConfig, raw: float | None = None) -> tuple[list[str], float]:
+    """Paper Eqs. 11–13: C_doc ≈ 2·N_doc·D_raw, C_chunk ≈ 2·N_chunk·D_doc (D_output ≪ D_raw); D_raw: `raw` (the
+    measured pool), else corpus.tokens."""
+    raw = cfg.corpus.tokens if raw is None else raw
     variant = cfg.refine.variant
     if variant not in ("doc", "prox") or raw is None:
         return [], 0.0
@@ -62,8 +171,9 @@ def refining_flops(cfg: ExperimentConfig) -> tuple[list[str], float]:
     return lines, total
 
 
-def variant_tokens(cfg: ExperimentConfig) -> float | None:
-    raw, r = cfg.corpus.tokens, cfg.refine
+def variant_tokens(cfg: ExperimentConfig, raw: float | None = None) -> float | None:
+    """The variant's pool: the raw pool (`raw`, else corpus.tokens) × the expected kept shares of its refinement."""
+    raw, r = (cfg.corpus.tokens if raw is None else raw), cfg.refine
     if raw is None:
         return None
     return {"raw": raw, "rules": raw * r.expected_rules_kept, "doc": raw * r.expected_doc_kept,
@@ -87,24 +197,26 @@ def gpu_hours(flops: float, gpu: str, mfu: float = 0.4) -> float:
 
 
 def cost_estimate(cfg: ExperimentConfig, stage_keys: dict[str, str] | None = None) -> CostEstimate:
-    """Training tokens and FLOPs (6·N·D) and refining FLOPs (Eqs. 11–13) of the experiment `cfg`, from its config."""
+    """Training tokens and FLOPs (6·N·D) and refining FLOPs (Eqs. 11–13) of the experiment `cfg`, from its config (and
+    the measured raw pool, when its prepare artifact exists)."""
     keys = stage_keys or {}
     mc, tokens = planned_model(cfg), planned_training(cfg).tokens
-    refine = refining_flops(cfg)[1]
+    refine = refining_flops(cfg, raw_pool_tokens(cfg, measured_pool(cfg))[0])[1]
     generate = [key for name, key in keys.items() if name.startswith("refine.generate")]
     return CostEstimate(str(cfg.name), float(tokens), training_flops(non_embedding_params(mc), tokens), refine,
                         "+".join(generate) if refine and generate else None, keys.get("pretrain"))
 
 
-def describe_costs(cfg: ExperimentConfig, mfu: float = 0.4) -> list[str]:
-    """Tokens to refine and train, refining and training FLOPs, and GPU-hours, from the config alone."""
+def describe_costs(cfg: ExperimentConfig, mfu: float = 0.4, measure: PoolMeasure | None = None) -> list[str]:
+    """Tokens to refine and train, the pool and its epochs (beside paper Table 7), refining and training FLOPs, and
+    GPU-hours: from the config, and the raw pool's size as the prepare artifact measured it when that exists
+    (`measure`; looked up by default)."""
     mc = planned_model(cfg)
     est = cost_estimate(cfg)
     tokens, train = est.train_tokens, est.train_flops
-    lines, refine = refining_flops(cfg)
-    pool = variant_tokens(cfg)
-    if pool:
-        lines.append(f"variant pool ≈ {pool:.3g} tokens → {tokens / pool:.2f} epochs for {tokens:.3g} train tokens")
+    measure = measure if measure is not None else measured_pool(cfg)
+    lines, refine = refining_flops(cfg, raw_pool_tokens(cfg, measure)[0])
+    lines += describe_pool(cfg, measure, tokens)
     lines.append(f"FLOPs: refine {refine:.3e} + train {train:.3e} = {refine + train:.3e}")
     if refine:
         lines.append(f"refining equals training {refine / (6 * non_embedding_params(mc)):.3g} more tokens on "

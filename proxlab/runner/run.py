@@ -95,8 +95,10 @@ def artifact_lock(out_dir: Path, enabled: bool):
 
 
 def shard_identity(cfg: DictConfig, stage: PlannedStage, rank: int, world: int) -> dict:
-    """Rank and world a stage process sees: a refine job-array task's own, the SPMD rank, or 0/1."""
-    if stage.name.startswith("refine.") and cfg.refine.shard_rank is not None:  # range checked at compose time
+    """Rank and world a stage process sees: a job-array task's own (slurm/refine_array.sh runs prepare and the refine
+    stages as an array: every sharded stage before tokenize), the SPMD rank, or 0/1."""
+    in_array = stage.name == "prepare" or stage.name.startswith("refine.")
+    if in_array and cfg.refine.shard_rank is not None:  # range checked at compose time
         return {"rank": cfg.refine.shard_rank, "world_size": cfg.refine.num_shards, "array": True}
     if stage.definition.spmd:
         return {"rank": rank, "world_size": world}

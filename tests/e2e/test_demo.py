@@ -91,12 +91,12 @@ def test_rerun_reuses_every_stage(sweep):
     print(f"first sweep {first_s:.1f} s, rerun {again_s:.1f} s ({100 * again_s / first_s:.1f}%)")
 
 
-def wait_for(predicate, timeout_s: float, proc: subprocess.Popen) -> None:
+def wait_for(predicate, timeout_s: float, proc: subprocess.Popen, poll_s: float = 0.2) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
         assert proc.poll() is None, "the run ended before the kill point"
         assert time.monotonic() < deadline, "kill point not reached in time"
-        time.sleep(0.2)
+        time.sleep(poll_s)
 
 
 @pytest.mark.parametrize("kill_in", ["tokenize", "pretrain"])
@@ -106,9 +106,8 @@ def test_sigkill_then_rerun_equals_uninterrupted(sweep, tmp_path, kill_in):
     proc = subprocess.Popen(proxlab_cmd(tmp_path, "refine=raw"), cwd=REPO_ROOT, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        if kill_in == "tokenize":
-            wait_for(lambda: any((art / "tokenize").glob("*/spec.json")), 600, proc)
-            time.sleep(3.0)  # inside tokenization
+        if kill_in == "tokenize":  # inside tokenization: a split is being written (it takes a second or two)
+            wait_for(lambda: any((art / "tokenize").glob("*/.tmp-train")), 600, proc, poll_s=0.01)
         else:
             wait_for(lambda: any((art / "pretrain").glob("*/step-*")), 900, proc)
         os.killpg(proc.pid, signal.SIGKILL)

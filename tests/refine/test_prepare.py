@@ -525,3 +525,19 @@ def test_an_interrupted_finalizer_is_completed_by_the_next_run(tmp_path, monkeyp
     (out / "parts").mkdir()
     again = run(tmp_path, cfg, "out")
     assert manifest(again)["counts"] == manifest(clean)["counts"] and not (out / "parts").exists()
+
+
+def test_dotted_file_names_keep_distinct_sources_and_zstd_json_lines_are_read(tmp_path):
+    """Only data extensions are stripped from a file's source (C4's `c4-train.00000-of-01024.json.gz` files stay
+    distinct), and `.jsonl.zst` (DCLM) is read when included."""
+    zstandard = pytest.importorskip("zstandard")
+    src = tmp_path / "src"
+    (src / "en").mkdir(parents=True)
+    for i in range(2):
+        write_jsonl(src / "en" / f"c4-train.{i:05d}-of-01024.json.gz", docs(2, f"c{i}-"), gz=True)
+    (src / "shard_00000000_processed.jsonl.zst").write_bytes(
+        zstandard.ZstdCompressor().compress("".join(line + "\n" for line in docs(3, "z")).encode()))
+    out = run(tmp_path, corpus_cfg(src, include=["*.json.gz", "*.jsonl.zst"]))
+    assert sorted({r["source"] for r in iter_docs(out)}) == [
+        "en/c4-train.00000-of-01024", "en/c4-train.00001-of-01024", "shard_00000000_processed"]
+    assert len(read_ids(out)) == 7

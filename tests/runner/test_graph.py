@@ -88,7 +88,7 @@ def test_chunk_apply_settings_rekey_only_the_chunk_apply_stage():
 
 # Every setting a schema marks runtime or plan-only, with a value that differs from the composed one.
 NEUTRAL = {
-    "corpus.tokens": "1e9",
+    "corpus.tokens": "1e9", "corpus.tokenizer": "llama_hf", "corpus.check_tokens": "false",
     "refine.expected_doc_kept": "0.5", "refine.expected_chunk_kept": "0.5", "refine.expected_rules_kept": "0.5",
     "refine.shard_rank": "0", "refine.num_shards": "2",
     **{f"refine.{level}.{k}": v for level in ("doc", "chunk") for k, v in

@@ -61,3 +61,81 @@ def test_plan_of_a_sweep_prints_each_experiment_and_the_total(tmp_path):
     assert "FLOPs: refine 5.107e+19 + train 1.116e+20 = 1.627e+20" in lines  # TLM-S on the same refined corpus
     assert "sweep FLOPs: refine 5.107e+19 + train 1.609e+20 = 2.120e+20" in lines  # refined once for both
     assert not (tmp_path / "artifacts").exists()  # planned, not run
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The pool's measured size (issue "Corpora at paper scale", part 7)
+
+
+def _prepare_key_of_the_graph(overrides):
+    from pathlib import Path
+
+    from proxlab.runner.graph import plan
+
+    return {s.name: s for s in plan(compose_config(overrides), Path("/unused"))}["prepare"].key
+
+
+def _fake_prepare_artifact(cfg, tokens, se, tokenizer="/data/tokenizers/llama_hf", missing=0):
+    import json
+
+    from proxlab.runner.planning import prepare_artifact
+
+    out = prepare_artifact(cfg)
+    out.mkdir(parents=True)
+    (out / "manifest.json").write_text(json.dumps({"counts": {"tokens_estimate": tokens, "tokens_estimate_se": se,
+                                                              "pool_files_missing": missing},
+                                                   "extra": {"tokens": {"tokenizer": tokenizer}}}))
+    (out / "_SUCCESS").write_text("")
+    return out
+
+
+def test_planning_finds_the_prepare_artifact_the_graph_keys(tmp_path):
+    from proxlab.runner.planning import prepare_artifact
+
+    overrides = ["exp=table2", "refine=prox", f"paths.artifacts_dir={tmp_path}"]
+    out = prepare_artifact(compose(overrides))
+    assert out == tmp_path.resolve() / "prepare" / _prepare_key_of_the_graph(overrides)
+    other = compose([*overrides, "corpus=redpajama_v2_2dumps"])
+    assert prepare_artifact(other).name != out.name and prepare_artifact(other).name == _prepare_key_of_the_graph(
+        [*overrides, "corpus=redpajama_v2_2dumps"])
+
+
+def test_plan_uses_the_measured_pool_for_epochs_beside_table7(tmp_path):
+    overrides = ["exp=table2", "refine=prox", f"paths.artifacts_dir={tmp_path}"]
+    cfg = compose(overrides)
+    before = describe_costs(cfg)
+    assert "variant pool ≈ 1.6e+10 tokens (corpus.tokens) → 1.64 epochs for 2.62e+10 train tokens" in before
+    table7 = ("paper Table 7 (table2, RedPajama-V2, after ProX-D+C): corpus 16B, train 26.2B, 1.64 epochs | ours: "
+              "corpus 16.0B, train 26.2B, 1.64 epochs")
+    assert table7 in before
+    _fake_prepare_artifact(cfg, 70e9, 0.1e9)  # the dump measured 70B tokens (12% more than the paper's 62.5B)
+    lines = describe_costs(cfg)
+    assert any(line.startswith("pool redpajama_v2 dumps [0]: measured 7e+10 ± 1e+08 tokens with llama_hf")
+               and "corpus.tokens 6.25e+10 (+12.0%)" in line for line in lines)
+    pool = 70e9 * cfg.refine.expected_doc_kept * cfg.refine.expected_chunk_kept
+    epochs = 12500 * 1024 * 2048 / pool
+    assert f"variant pool ≈ {pool:.3g} tokens (measured) → {epochs:.2f} epochs for 2.62e+10 train tokens" in lines
+    assert any(line.startswith("paper Table 7 (table2, RedPajama-V2, after ProX-D+C): corpus 16B, train 26.2B, 1.64 "
+                               f"epochs | ours: corpus {pool / 1e9:.1f}B") for line in lines)
+    refine = refining_flops(cfg, 70e9)[1]  # refining FLOPs follow the measured pool too
+    assert any(line.startswith(f"FLOPs: refine {refine:.3e}") for line in lines)
+
+
+def test_a_measurement_with_another_tokenizer_is_shown_but_not_used(tmp_path):
+    cfg = compose(["exp=table2", f"paths.artifacts_dir={tmp_path}"])
+    _fake_prepare_artifact(cfg, 80e9, 0.1e9, tokenizer="/data/tokenizers/gpt_neox")
+    lines = describe_costs(cfg)
+    assert any("another tokenizer than this experiment's: corpus.tokens is used" in line for line in lines)
+    assert "variant pool ≈ 6.25e+10 tokens (corpus.tokens) → 0.42 epochs for 2.62e+10 train tokens" in lines
+
+
+def test_table7_rows_beside_each_papers_experiment():
+    fig6 = describe_costs(compose(["exp=fig6", "corpus=c4"]))
+    assert any(line.startswith("paper Table 7 (fig6, C4, raw data size): corpus 198B, train 52.4B, 0.53 epochs as "
+                               "printed (train / corpus = 0.26) | ours: corpus 198.0B, train 52.4B, 0.26 epochs")
+               for line in fig6)
+    xs = describe_costs(compose(["exp=fig5", "model=tlm_xs", "refine=prox_xs"]))
+    assert any("(fig5, RedPajama-V2, after ProX-D+C (using ProX-xs)): corpus 14.5B" in line for line in xs)
+    math7b = describe_costs(compose(["exp=table5_mistral", "refine=raw"]))
+    assert any("(table5, OpenWebMath, raw data size): corpus 15B, train 10.5B, 0.70 epochs" in line for line in math7b)
+    assert not any(line.startswith("paper Table 7") for line in describe_costs(compose(["exp=smoke"])))

@@ -15,7 +15,10 @@ stripped), ``model_config.yaml``, ``tokenizer.json`` + ``tokenizer_config.json``
   ``add_bos_token=True/False`` overrides it.
 - Fixed batch size, deterministic order (longest first), float32 on CPU by default.
 
-Registered with lm-eval as ``litgpt``: ``lm_eval --model litgpt --model_args checkpoint_dir=...``.
+Registered with lm-eval as ``litgpt`` when this module is imported: ``proxlab lm-eval --model litgpt --model_args
+checkpoint_dir=...`` (lm-eval's command line after this import). lm-eval 0.4.13 fills its model registry with its own
+models (lazily, names only) only while the registry is empty, so ``lm_eval.models`` is imported before ``litgpt`` is
+registered; otherwise ``hf``, ``vllm``... would be unknown in the same process.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import lm_eval.models  # noqa: F401  (lm-eval's own models first: see the registration below)
 import torch
 import torch.nn.functional as F
 from lm_eval import utils as lm_utils
