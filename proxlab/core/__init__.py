@@ -1,1 +1,2 @@
-"""The ground every stage stands on: stage contract, shard executor, file formats, config schemas, tracking, FLOPs, paths (standard library + pyarrow)."""
+"""The ground every stage stands on: the stage contract, the shard executor, file formats, config schemas, tracking,
+FLOPs and paths (standard library + pyarrow)."""
