@@ -265,6 +265,10 @@ class ClusterConfig:
     setup: list[str] = field(default_factory=list)  # module loads, venv activation
     sbatch_extra: list[str] = field(default_factory=list)
     envs: dict[str, str] = field(default_factory=lambda: {"main": ".venv/bin/python", "vllm": ".venv-vllm/bin/python"})
+    # Stage processes run with HF_HUB_OFFLINE / HF_DATASETS_OFFLINE / TRANSFORMERS_OFFLINE=1 (nothing reaches the hub by
+    # surprise, and a missing local file fails at once instead of after network timeouts) unless this allows the hub:
+    # a corpus streamed from the hub, or refiners fetched by id on first use.
+    allow_hub: bool = False
 
 
 @dataclass
@@ -530,6 +534,9 @@ def check_experiment(cfg: ExperimentConfig) -> None:
     _positive("cluster.devices", cfg.cluster.devices)
     _positive("cluster.num_nodes", cfg.cluster.num_nodes)
     training_plan(cfg.train, cfg.cluster.devices * cfg.cluster.num_nodes)
+    if cfg.corpus.source == "hf" and not cfg.cluster.allow_hub and not cfg.dry_run:
+        raise ConfigError("corpus.source", cfg.corpus.source, "streams from the hub, but stages run offline: set "
+                          "cluster.allow_hub=true, or read a local mirror (corpus.source=local corpus.path=...)")
     if cfg.eval.limit is not None:
         _positive("eval.limit", cfg.eval.limit)
     _positive("eval.batch_size", cfg.eval.batch_size)

@@ -223,13 +223,14 @@ class ShardGenerator:
         return out
 
     def close(self) -> dict[str, float]:
-        """Free the engine; the load and generate seconds of this process."""
-        self.log.close()
+        """Free the engine; the load and generate seconds of this process. (The logger stays open: the stage's
+        summary goes into the same W&B run as its progress.)"""
         if self.backend is None:
             return {"backend_load_s": 0.0, "backend_generate_s": 0.0}
         timing = {"backend_load_s": round(self.backend.stats.load_s, 3),
                   "backend_generate_s": round(self.backend.stats.generate_s, 3)}
         self.backend.close()
+        self.backend = None
         return timing
 
 
@@ -268,13 +269,15 @@ def main(spec: StageSpec) -> StageResult | None:
     try:
         total = run_shards(spec, ShardWork(shards=list_shards(docs), process=generator,
                                            check=partial(check_programs, docs, spec.out, level), desc=level))
-    finally:
         timing = generator.close()
-    return None if total is None else finish(spec, cfg, level, total, timing)
+        return None if total is None else finish(spec, cfg, level, total, timing, generator.log)
+    finally:
+        generator.close()
+        generator.log.close()
 
 
-def finish(spec: StageSpec, cfg: GenerateConfig, level: str, total: ShardStats,
-           timing: dict[str, float]) -> StageResult:
+def finish(spec: StageSpec, cfg: GenerateConfig, level: str, total: ShardStats, timing: dict[str, float],
+           log: MetricsLogger) -> StageResult:
     from proxlab.models import resolve_model
     from proxlab.refine.backends.base import param_counts
 
@@ -289,12 +292,10 @@ def finish(spec: StageSpec, cfg: GenerateConfig, level: str, total: ShardStats,
     prompts = counts["prompts"]
     failures = {k.split("/", 1)[1]: v for k, v in counts.items() if k.startswith("fail/")}
     finish_reasons = {k.split("/", 1)[1]: v for k, v in counts.items() if k.startswith("finish/")}
-    log = MetricsLogger.for_stage(spec)
     log.summary({**{f"generate/{k}": v for k, v in counts.items()},
                  "generate/params_non_embedding": n_nonembed, "generate/flops": flops,
                  "generate/output_tokens_per_prompt": counts["output_tokens"] / max(prompts, 1),
                  **{f"generate/fail_rate/{k}": v / max(prompts, 1) for k, v in failures.items()}})
-    log.close()
     print(f"[proxlab] refine.generate_{level}: {prompts} prompts for {total.docs_in} documents, "
           f"{counts['prompt_tokens']} prompt + {counts['output_tokens']} generated tokens, {flops:.3e} FLOPs "
           f"(N={n_nonembed:,}); finish {finish_reasons}; failures {failures}", flush=True)

@@ -71,6 +71,15 @@ def _die_with_parent() -> None:
         pass
 
 
+HUB_OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+def stage_env(allow_hub: bool) -> dict[str, str]:
+    """What a stage process gets on top of this environment: the hub-offline variables unless the hub is allowed
+    (a value the user exported wins either way)."""
+    return {} if allow_hub else {k: os.environ.get(k, v) for k, v in HUB_OFFLINE.items()}
+
+
 def run_stage_process(stage: str, python: str, module: str, spec_path: Path, env: dict[str, str] | None = None) -> int:
     """Run `python -m module --spec spec_path`; forward SIGUSR1/SIGTERM/SIGINT to it; return its exit code."""
     cmd = [python, "-m", module, "--spec", str(spec_path)]

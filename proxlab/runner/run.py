@@ -25,8 +25,8 @@ from proxlab.core.stage import EXIT_REQUEUE, SPEC_FILE, StageSpec, atomic_write_
 from proxlab.core.tracking import METRICS, MetricsLogger
 from proxlab.runner.compose import CONF_DIR, register_schemas
 from proxlab.runner.graph import PlannedStage, plan, run_key
-from proxlab.runner.launcher import (StageFailed, install_preemption_handlers, interpreter,
-                                         preempted, run_stage_process)
+from proxlab.runner.launcher import (StageFailed, install_preemption_handlers, interpreter, preempted,
+                                    run_stage_process, stage_env)
 from proxlab.runner.ledger import SUMMARY, Ledger, StageEntry, collect_stage_metrics, experiment_summary
 from proxlab.runner.validate import validate
 
@@ -143,7 +143,8 @@ def _execute(cfg: DictConfig, stage: PlannedStage, run_dir: Path, rank: int, ide
     python = interpreter(dict(cfg.cluster.envs), stage.env)
     log(f"{stage.name}: running {stage.definition.module} in env {stage.env!r} → {stage.out_dir}")
     t0 = time.perf_counter()
-    code = run_stage_process(stage.name, python, stage.definition.module, spec_path)
+    code = run_stage_process(stage.name, python, stage.definition.module, spec_path,
+                             env=stage_env(cfg.cluster.allow_hub))
     if code == EXIT_REQUEUE or (code != 0 and preempted()):
         exit_for_requeue(f"during {stage.name} (its exit code {code})")
     if code != 0:

@@ -232,3 +232,22 @@ def test_tokenizers_identical_across_environments():
                                      check=True, env=stage_env()).stdout.splitlines()
                       for py in (sys.executable, VLLM_PYTHON))
     assert len(main) == len(paths) and main == vllm_env
+
+
+@pytest.mark.vllm
+@needs_vllm
+def test_generate_in_the_vllm_environment_logs_to_wandb(tmp_path):
+    """The vLLM environment has W&B too: a generate stage run there writes its offline W&B run beside metrics.jsonl."""
+    docs = write_doc_shards(tmp_path / "docs", web_texts(4, max_chars=400), 4)
+    spec = make_spec("refine.generate_doc", tmp_path / "gen", generate_config("doc", str(tiny_model_path()),
+                                                                               backend="vllm", max_new_tokens=4),
+                     docs=docs)
+    spec.run_dir = str(tmp_path / "run")
+    spec.logger = {"backend": "wandb", "mode": "offline", "project": "proxlab-test"}
+    run_stage_subprocess("proxlab.refine.generate", spec, python=VLLM_PYTHON)
+    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("run-*.wandb")), runs
+    assert list(runs[0].glob("run-*.wandb"))[0].stat().st_size > 0
+    records = [json.loads(line) for line in (spec.out / "metrics.jsonl").read_text().splitlines()]
+    assert any(r.get("summary") and r["generate/prompts"] == 4 for r in records)  # one run: progress and summary
+    assert any("generate/docs_done" in r for r in records)

@@ -115,3 +115,26 @@ def test_bad_values_fail_at_compose_time_before_any_stage(tmp_path):
 def test_plan_refuses_an_impossible_batch_split():
     r = proxlab("plan", "exp=smoke", "cluster.devices=3")
     assert r.returncode == 2 and "not divisible" in r.stdout + r.stderr
+
+
+def test_stages_run_offline_unless_the_hub_is_allowed(monkeypatch):
+    from proxlab.runner.launcher import HUB_OFFLINE, stage_env
+    from proxlab.runner.compose import compose_config
+    from proxlab.runner.validate import typed
+
+    for k in HUB_OFFLINE:
+        monkeypatch.delenv(k, raising=False)
+    assert stage_env(allow_hub=False) == HUB_OFFLINE and stage_env(allow_hub=True) == {}
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # a value the user exported wins
+    assert stage_env(allow_hub=False)["HF_HUB_OFFLINE"] == "0"
+    assert compose_config(["exp=smoke"]).cluster.allow_hub is False
+    assert compose_config(["exp=smoke", "cluster=slurm"]).cluster.allow_hub is True
+    assert typed(compose_config(["exp=table2"])).corpus.source == "hf"
+
+
+def test_a_hub_corpus_needs_the_hub_allowed(tmp_path):
+    paths = [f"paths.artifacts_dir={tmp_path}/a", f"paths.runs_dir={tmp_path}/r"]
+    r = proxlab("run", "exp=smoke", "corpus=redpajama_v2", *paths)
+    assert r.returncode == 2 and "corpus.source='hf': streams from the hub" in r.stdout + r.stderr
+    assert "cluster.allow_hub=true" in r.stdout + r.stderr
+    assert proxlab("plan", "exp=smoke", "corpus=redpajama_v2", *paths).returncode == 0  # planning needs no hub
