@@ -9,6 +9,8 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DATA_DIR_ENV = "PROXLAB_DATA_DIR"
+# The variables that keep huggingface_hub, datasets and transformers off the network.
+HUB_OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
 
 def data_dir(configured: str | None = None) -> Path:

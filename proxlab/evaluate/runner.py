@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from proxlab.core.config import EvalConfig, load
+from proxlab.core.paths import HUB_OFFLINE
 from proxlab.evaluate.tasks.data import resolve_data_dir
 from proxlab.evaluate.tasks.suites import SuiteDef, TaskDef, check_data, get_suite, resolve_tasks, task_config
 
@@ -46,8 +47,8 @@ SMOLLM2_ALIASES = ("smollm2", "smollm2-135m-instruct", "SmolLM2-135M-Instruct", 
 
 
 def set_offline_env() -> None:
-    for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        os.environ.setdefault(k, "1")
+    for k, v in HUB_OFFLINE.items():
+        os.environ.setdefault(k, v)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 

@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from proxlab.core.paths import REPO_ROOT
+from proxlab.core.paths import HUB_OFFLINE, REPO_ROOT
 from proxlab.core.stage import EXIT_REQUEUE
 from proxlab.core.tracking import WANDB_SERVICE_ENV
 
@@ -69,9 +69,6 @@ def _die_with_parent() -> None:
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except OSError:
         pass
-
-
-HUB_OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
 
 def stage_env(allow_hub: bool) -> dict[str, str]:

@@ -118,7 +118,8 @@ def test_plan_refuses_an_impossible_batch_split():
 
 
 def test_stages_run_offline_unless_the_hub_is_allowed(monkeypatch):
-    from proxlab.runner.launcher import HUB_OFFLINE, stage_env
+    from proxlab.core.paths import HUB_OFFLINE
+    from proxlab.runner.launcher import stage_env
     from proxlab.runner.compose import compose_config
     from proxlab.runner.validate import typed
 
