@@ -31,6 +31,14 @@ def under_data_dir(path: str | None, default: str, configured_data_dir: str | No
     return data_dir(configured_data_dir) / p
 
 
+def tokenizer_candidates(name: str, configured_data_dir: str | None = None) -> tuple[Path | None, list[Path]]:
+    """(the directory holding tokenizer.json, or None; the places looked at) for a tokenizer named as an absolute
+    directory, or as a name under <data_dir>/tokenizers, else a directory relative to here."""
+    p = Path(name).expanduser()
+    candidates = [p] if p.is_absolute() else [data_dir(configured_data_dir) / "tokenizers" / name, p]
+    return next((c for c in candidates if (c / "tokenizer.json").is_file()), None), candidates
+
+
 def models_cache_dir() -> Path:
     """Where built or converted local models live: $PROXLAB_CACHE_DIR/models, else <repo>/.cache/models (ignored)."""
     root = os.environ.get("PROXLAB_CACHE_DIR")

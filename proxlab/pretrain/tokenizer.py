@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from proxlab.core.config import TokenizerConfig, load
-from proxlab.core.paths import data_dir
+from proxlab.core.paths import tokenizer_candidates
 from proxlab.core.stage import StageResult, StageSpec, atomic_write_text, stage_cli
 
 SPECIALS = ("<s>", "</s>", "<unk>", "<pad>")
@@ -64,11 +64,9 @@ def resolve_pretrained(path: str | None, runtime: dict[str, Any]) -> Path:
     if not path:
         raise ValueError("model.tokenizer.kind=pretrained needs model.tokenizer.path (a directory or a name under "
                          "<data_dir>/tokenizers, e.g. llama_hf)")
-    candidates = [Path(path)] if Path(path).is_absolute() else [data_dir(runtime.get("data_dir")) / "tokenizers" / path,
-                                                                 Path(path)]
-    for c in candidates:
-        if (c / "tokenizer.json").is_file():
-            return c
+    found, candidates = tokenizer_candidates(path, runtime.get("data_dir"))
+    if found is not None:
+        return found
     raise FileNotFoundError(f"model.tokenizer.path={path!r}: no tokenizer.json in any of "
                             f"{[str(c) for c in candidates]} (set paths.data_dir or $PROXLAB_DATA_DIR)")
 

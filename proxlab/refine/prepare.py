@@ -370,15 +370,13 @@ class TokenSample:
 def load_tokenizer(name: str, configured_data_dir: str | None) -> tuple[Any, str]:
     """`corpus.tokenizer`: a directory with tokenizer.json, or a name under <data_dir>/tokenizers (as
     `model.tokenizer.path`); (tokenizers.Tokenizer, its directory)."""
-    from proxlab.core.paths import data_dir
+    from proxlab.core.paths import tokenizer_candidates
 
-    p = Path(name).expanduser()
-    candidates = [p] if p.is_absolute() else [data_dir(configured_data_dir) / "tokenizers" / name, p]
-    for c in candidates:
-        if (c / "tokenizer.json").is_file():
-            from tokenizers import Tokenizer
+    found, candidates = tokenizer_candidates(name, configured_data_dir)
+    if found is not None:
+        from tokenizers import Tokenizer
 
-            return Tokenizer.from_file(str(c / "tokenizer.json")), str(c.resolve())
+        return Tokenizer.from_file(str(found / "tokenizer.json")), str(found.resolve())
     raise FileNotFoundError(f"corpus.tokenizer={name!r} (the tokenizer prepare measures the pool's tokens with): no "
                             f"tokenizer.json in {[str(c) for c in candidates]}; set it to a tokenizer directory, or "
                             f"corpus.tokenizer=null to skip the measurement")
