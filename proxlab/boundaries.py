@@ -22,8 +22,9 @@ ALLOWED_PROXLAB_IMPORTS: dict[str, tuple[str, ...]] = {
 
 # core runs in both environments and under every stage: the standard library plus these, at module level ...
 CORE_THIRD_PARTY = ("pyarrow", "yaml")
-# ... and these only inside a function, where they are optional (the vLLM environment may lack W&B: jsonl logs still).
-CORE_THIRD_PARTY_LAZY = ("wandb",)
+# ... and these only inside a function, where they are optional (the vLLM environment may lack W&B: jsonl logs still;
+# without tqdm, progress is periodic lines even at a terminal).
+CORE_THIRD_PARTY_LAZY = ("wandb", "tqdm")
 
 # refine also runs in the vLLM environment, which has none of these.
 FORBIDDEN_IMPORTS: dict[str, tuple[str, ...]] = {

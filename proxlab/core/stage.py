@@ -26,6 +26,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
+from proxlab.core.logs import RUN_LOG, get_logger, setup_logging
+
 SUCCESS = "_SUCCESS"
 # A stage (or the orchestrator) that saved its state on SIGUSR1/SIGTERM and exits to be requeued returns this code;
 # slurm/run.sh requeues the job on it.
@@ -33,6 +35,9 @@ EXIT_REQUEUE = 3
 COMPLETED_LOG = "complete (manifest and _SUCCESS written)"  # logged by the one process that completes a stage
 MANIFEST = "manifest.json"
 SPEC_FILE = "spec.json"
+DEVICES = "_devices.jsonl"  # one line per stage process: where it ran and which GPUs it was given
+
+log = get_logger("stage")
 
 
 @dataclass
@@ -206,6 +211,18 @@ def write_manifest(spec: StageSpec, result: StageResult, started: str, wall_s: f
     return manifest
 
 
+def record_process(spec: StageSpec, event: str = "start", **extra: Any) -> None:
+    """Append what this process of the stage was given to the artifact's `_devices.jsonl`: its rank, node, Slurm local
+    id and CUDA_VISIBLE_DEVICES (docs/slurm.md, "GPU binding"). `extra`: what the stage chose itself (pretraining:
+    Fabric's local rank, i.e. the cuda index it takes)."""
+    env = os.environ
+    append_jsonl(spec.out / DEVICES, {
+        "event": event, "stage": spec.stage, "rank": spec.runtime.get("rank", 0),
+        "world_size": spec.runtime.get("world_size", 1), "node": env.get("SLURMD_NODENAME") or socket.gethostname(),
+        "slurm_localid": env.get("SLURM_LOCALID"), "cuda_visible_devices": env.get("CUDA_VISIBLE_DEVICES"),
+        "job": env.get("SLURM_JOB_ID"), "pid": os.getpid(), "time": now_iso(), **extra})
+
+
 def run_stage(main: Callable[[StageSpec], StageResult | None], spec: StageSpec) -> StageResult | None:
     """Run `main` unless the artifact is complete, then write the manifest and, last, the completion marker.
 
@@ -214,15 +231,16 @@ def run_stage(main: Callable[[StageSpec], StageResult | None], spec: StageSpec) 
     made the finalizer, after the stage's check passed) and None on every other process, which writes nothing.
     """
     if is_complete(spec.out):
-        print(f"[proxlab] {spec.stage}: {spec.out} is complete, nothing to do", flush=True)
+        log.info(f"{spec.stage}: {spec.out} is complete, nothing to do")
         return None
     spec.out.mkdir(parents=True, exist_ok=True)
+    record_process(spec)
     started, t0 = now_iso(), time.perf_counter()
     result = main(spec)
     if result is not None:
         write_manifest(spec, result, started, time.perf_counter() - t0)
         mark_complete(spec.out, {"key": spec.key, "finished": now_iso()})
-        print(f"[proxlab] {spec.stage}: {COMPLETED_LOG}", flush=True)
+        log.info(f"{spec.stage}: {COMPLETED_LOG}")
     return result
 
 
@@ -232,4 +250,8 @@ def stage_cli(main: Callable[[StageSpec], StageResult], argv: list[str] | None =
     args = parser.parse_args(argv)
     if not args.spec.exists():
         parser.error(f"spec file not found: {args.spec}")
-    run_stage(main, StageSpec.load(args.spec))
+    spec = StageSpec.load(args.spec)
+    # Rank 0 talks, other ranks only warn; everything also lands in the run's log (<run_dir>/run.log). The rank is
+    # the process's own (Slurm's, or the local rank of a process Fabric's launcher started), not the shard rank.
+    setup_logging(log_file=Path(spec.run_dir) / RUN_LOG if spec.run_dir else None)
+    run_stage(main, spec)

@@ -12,7 +12,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from proxlab.core.logs import get_logger
 from proxlab.core.stage import StageSpec, append_jsonl, now_iso
+
+log = get_logger("tracking")
 
 METRICS = "metrics.jsonl"
 
@@ -126,5 +129,5 @@ def _init_wandb(cfg: dict[str, Any], job: str, run_dir: Path, config: dict[str, 
         except Exception as e:  # wandb raises its own ServerResponseError type
             if "is in use" not in str(e) or attempt == 29:
                 raise
-            print(f"[proxlab] W&B run {kwargs['id']} still held by a previous process; retrying", flush=True)
+            log.info(f"W&B run {kwargs['id']} still held by a previous process; retrying")
             time.sleep(2.0)

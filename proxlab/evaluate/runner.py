@@ -13,6 +13,10 @@ Results format (one checkpoint)::
      "on_missing_task", "force_skip", "task_files",
      "data": {task: {"file", "split", "n_file", "n", "limit", "sample", "fewshot", "paper", "substitute", "note", ...}}}
 
+A stage splits a suite into units (one task each) and merges their results with ``merge_results``: the merged dict is
+the one ``run_suite`` returns for all those tasks at once. ``RequestCache`` is lm-eval's request cache for one unit,
+saved request by request, with the stage's preemption check at each saved request.
+
 ``data`` records what each task scored (``proxlab.evaluate.tasks.splits.data_record``): the file relative to the data
 directory, its split, the items it holds and the items scored, the sampling rule, the few-shot source, and how that
 differs from the paper's data (``substitute``, empty when it is the paper's).
@@ -29,12 +33,13 @@ length. How a Hugging Face model is run (``hf_impl``: ``shared`` | ``hflm``) is 
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from proxlab.core.config import EvalConfig, load
 from proxlab.core.paths import HUB_OFFLINE
@@ -116,6 +121,97 @@ def make_lm(model: str | Path, batch_size: int = 16, device: str = "cpu", dtype:
     kw = {"max_gen_toks": max_gen_toks} if max_gen_toks else {}
     # add_bos_token is left to the tokenizer (HF add_special_tokens=True, as lighteval ran it)
     return cls(pretrained=loc, batch_size=int(batch_size), device=device, dtype=dtype, **kw)
+
+
+# -- the request cache -------------------------------------------------------------------------------------------------
+
+class Preempted(BaseException):
+    """A preemption signal stopped the evaluation at a safe point: every finished request is in the cache. A
+    BaseException, like KeyboardInterrupt, so that no ``except Exception`` on its way up swallows it."""
+
+    def __init__(self, signum: int | None = None):
+        super().__init__(signum)
+        self.signum = signum
+
+
+class RequestCache:
+    """lm-eval's request cache (``CachingLM``: sqlite ``<prefix>_rank<r>.db``) for one unit, saved request by request.
+
+    ``CachingLM`` answers the requests it holds and stores the others only when the model returns them all (a whole
+    task). Our models (``lms.litgpt``, ``lms.hf``, lm-eval's HFLM) also hand each finished request to
+    ``cache_hook.add_partial``; this hook commits them every ``commit_s`` seconds (a commit per request would fsync tens
+    of thousands of times per checkpoint), so a killed evaluation loses at most that much work. Each saved request is a
+    safe point: when ``stop_requested()`` the hook commits and raises ``Preempted``.
+
+    ``cached``: the entries the cache held when lm-eval opened it, i.e. the requests this attempt did not compute;
+    ``computed``: the requests this attempt computed.
+    """
+
+    def __init__(self, prefix: Path, stop_requested: Callable[[], bool] = lambda: False, commit_s: float = 5.0):
+        self.prefix = Path(prefix)
+        self.stop_requested = stop_requested
+        self.commit_s = float(commit_s)
+        self.cached: int | None = None
+        self.computed = 0
+        self.dbdict = None  # the open cache (CacheHook's name for it)
+        self._opened: list[Any] = []
+        self._last_commit = time.monotonic()
+
+    def attach(self, lm) -> None:
+        """Make ``lm`` report its finished requests here: lm-eval's ``CachingLM`` gives the model its hook through
+        ``lm.set_cache_hook``; this instance attribute hands it ours, on the database that ``CachingLM`` opened."""
+        from lm_eval.api.model import LM
+
+        lm.set_cache_hook = lambda hook: LM.set_cache_hook(lm, self._adopt(hook.dbdict))
+
+    def detach(self, lm) -> None:
+        from lm_eval.api.model import CacheHook
+
+        lm.__dict__.pop("set_cache_hook", None)
+        lm.set_cache_hook(CacheHook(None))
+        for db in self._opened:
+            db.close()
+        self._opened.clear()
+        self.dbdict = None
+
+    def _adopt(self, dbdict) -> "RequestCache":
+        dbdict.autocommit = False  # we commit (see above); CachingLM commits after each request type too
+        self.dbdict = dbdict
+        self._opened.append(dbdict)
+        self._merge_other_ranks()
+        if self.cached is None:
+            self.cached = len(dbdict)
+        return self
+
+    def _merge_other_ranks(self) -> None:
+        """lm-eval names the file after the process's local rank: a unit that a previous attempt ran on another rank
+        left its requests under that rank's name."""
+        from sqlitedict import SqliteDict
+
+        mine = Path(self.dbdict.filename)
+        for other in sorted(mine.parent.glob(f"{glob.escape(self.prefix.name)}_rank*.db")):
+            if other == mine:
+                continue
+            with SqliteDict(str(other), flag="r") as old:
+                for key, value in old.items():
+                    self.dbdict[key] = value
+            self.dbdict.commit()
+            other.unlink()
+
+    def add_partial(self, attr: str, req: Any, res: Any) -> None:
+        """CacheHook's method: save one finished request, commit when due, stop here if a signal asked to."""
+        from lm_eval.api.model import hash_args
+
+        if self.dbdict is None:
+            return
+        self.dbdict[hash_args(attr, req)] = res
+        self.computed += 1
+        stop, now = self.stop_requested(), time.monotonic()
+        if stop or now - self._last_commit >= self.commit_s:
+            self.dbdict.commit()
+            self._last_commit = now
+        if stop:
+            raise Preempted()
 
 
 # -- running ------------------------------------------------------------------------------------------------------------
@@ -209,9 +305,10 @@ def _limit_groups(tasks: list[TaskDef], cfg: EvalConfig) -> dict[Any, list[str]]
     return groups
 
 
-def run_lm_eval(lm, suite: SuiteDef, tasks: list[TaskDef], cfg: EvalConfig, data_root: Path) -> dict[str, Any] | None:
+def run_lm_eval(lm, suite: SuiteDef, tasks: list[TaskDef], cfg: EvalConfig, data_root: Path,
+                cache: RequestCache | None = None) -> dict[str, Any] | None:
     """lm-eval's ``results``, ``n-samples`` and ``samples`` for ``tasks``, merged over the limit groups; None on the
-    non-zero ranks of lm-eval's own distribution."""
+    non-zero ranks of lm-eval's own distribution. ``cache``: answer the requests it holds, save the others to it."""
     import lm_eval
     from lm_eval.tasks import TaskManager
 
@@ -220,15 +317,22 @@ def run_lm_eval(lm, suite: SuiteDef, tasks: list[TaskDef], cfg: EvalConfig, data
     seed = cfg.seed
     gen_kwargs = {"max_gen_toks": int(cfg.max_gen_toks)} if cfg.max_gen_toks else None
     out: dict[str, Any] = {"results": {}, "n-samples": {}, "samples": {}}
-    for limit, names in _limit_groups(tasks, cfg).items():
-        part = lm_eval.simple_evaluate(
-            model=lm, tasks=names, num_fewshot=cfg.num_fewshot, limit=limit, log_samples=True,
-            task_manager=tm, bootstrap_iters=0, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
-            fewshot_random_seed=seed, apply_chat_template=False, fewshot_as_multiturn=False, gen_kwargs=gen_kwargs)
-        if part is None:
-            return None
-        for key in out:
-            out[key].update(part.get(key, {}))
+    if cache is not None:
+        cache.attach(lm)
+    try:
+        for limit, names in _limit_groups(tasks, cfg).items():
+            part = lm_eval.simple_evaluate(
+                model=lm, tasks=names, num_fewshot=cfg.num_fewshot, limit=limit, log_samples=True,
+                task_manager=tm, bootstrap_iters=0, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
+                fewshot_random_seed=seed, apply_chat_template=False, fewshot_as_multiturn=False, gen_kwargs=gen_kwargs,
+                use_cache=None if cache is None else str(cache.prefix))
+            if part is None:
+                return None
+            for key in out:
+                out[key].update(part.get(key, {}))
+    finally:
+        if cache is not None:
+            cache.detach(lm)
     return out
 
 
@@ -262,18 +366,24 @@ def suite_metric(suite: SuiteDef) -> str:
     return "acc" if suite.name == "math" else "acc_norm|acc"
 
 
+def average(per_task: Mapping[str, Mapping[str, Any]]) -> float:
+    """The results' ``avg``: the unweighted mean over tasks of each task's reported metric."""
+    reported = [e[e["metric"]] for e in per_task.values()]
+    return float(sum(reported) / len(reported))
+
+
 def run_suite(lm, cfg: EvalConfig | Mapping[str, Any], data_dir: str | Path | None = None,
               samples_dir: Path | None = None, checkpoint: str = "final", step: int | None = None,
-              model_name: str | None = None) -> dict[str, Any]:
+              model_name: str | None = None, cache: RequestCache | None = None) -> dict[str, Any]:
     """Evaluate ``lm`` on the suite ``cfg`` describes (an ``EvalConfig`` or a mapping of its fields); returns the
-    results dict (empty on the non-zero ranks of lm-eval's own distribution)."""
+    results dict (empty on the non-zero ranks of lm-eval's own distribution). ``cache``: see ``run_lm_eval``."""
     set_offline_env()
     cfg = eval_config(cfg)
     t0 = time.perf_counter()
     suite = get_suite(cfg.suite)
     data_root = resolve_data_dir(data_dir)
     tasks, skipped = select_tasks(suite, cfg, data_root)
-    out = run_lm_eval(lm, suite, tasks, cfg, data_root)
+    out = run_lm_eval(lm, suite, tasks, cfg, data_root, cache)
     if out is None:
         return {}
     per_task: dict[str, Any] = {}
@@ -282,11 +392,10 @@ def run_suite(lm, cfg: EvalConfig | Mapping[str, Any], data_dir: str | Path | No
         per_task[t.name], subs = _task_entry(t, suite, out)
         if subs is not None:
             subtasks[t.name] = subs
-    reported = [e[e["metric"]] for e in per_task.values()]
     results = {
         "suite": suite.name, "checkpoint": checkpoint, "step": step, "model": model_name,
         "num_fewshot": cfg.num_fewshot, "limit": cfg.limit, "task_limits": dict(cfg.task_limits or {}), "seed": cfg.seed,
-        "metric": suite_metric(suite), "tasks": per_task, "avg": float(sum(reported) / len(reported)),
+        "metric": suite_metric(suite), "tasks": per_task, "avg": average(per_task),
         "skipped": skipped, "subtasks": subtasks, "data_dir": str(data_root),
         "on_missing_task": cfg.on_missing_task, "force_skip": bool(cfg.force_skip),
         "task_files": dict(cfg.task_files or {}), "data": data_records(suite, tasks, cfg, data_root, per_task),
@@ -298,6 +407,20 @@ def run_suite(lm, cfg: EvalConfig | Mapping[str, Any], data_dir: str | Path | No
         results["n_samples"] = sum(e["n"] for e in per_task.values())
     results["runtime_s"] = round(time.perf_counter() - t0, 2)
     return results
+
+
+def merge_results(parts: list[dict[str, Any]], skipped: Mapping[str, list[str]]) -> dict[str, Any]:
+    """One checkpoint's results from those of its units (``run_suite`` on some of the suite's tasks each, in the
+    suite's order): the dict ``run_suite`` returns for all those tasks at once; ``skipped`` as the suite's data check
+    found it. ``runtime_s`` is the units' sum."""
+    merged = {**parts[0], "tasks": {}, "subtasks": {}, "data": {}, "skipped": dict(skipped)}
+    for part in parts:
+        for key in ("tasks", "subtasks", "data"):
+            merged[key].update(part[key])
+    merged["avg"] = average(merged["tasks"])
+    merged["n_samples"] = sum(p["n_samples"] for p in parts)
+    merged["runtime_s"] = round(sum(p["runtime_s"] for p in parts), 2)
+    return merged
 
 
 def results_table(results: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:

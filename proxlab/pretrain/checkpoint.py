@@ -32,6 +32,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from proxlab.core.logs import get_logger
+
+log = get_logger("pretrain")
+
 COMPLETE = "COMPLETE"
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
 
@@ -131,12 +135,12 @@ def write_hf_side(config, tokenizer_dir: Path, ckpt: Path, dtype: str = "float32
     try:
         write_hf_files(config, tokenizer_dir, ckpt, dtype=dtype)
     except NotImplementedError as e:
-        print(f"[proxlab] checkpoint {name}: no HF config.json ({e})", flush=True)
+        log.info(f"checkpoint {name}: no HF config.json ({e})")
     except Exception as e:  # noqa: BLE001  never lose a checkpoint over its HF side files
         from litgpt.utils import copy_config_files
 
-        print(f"[proxlab] WARNING: checkpoint {name}: HF files not written ({type(e).__name__}: {e}); "
-              "tokenizer files copied as they are", flush=True)
+        log.warning(f"checkpoint {name}: HF files not written ({type(e).__name__}: {e}); "
+                    "tokenizer files copied as they are")
         copy_config_files(tokenizer_dir, ckpt)
 
 

@@ -16,6 +16,9 @@ import os
 from typing import Any
 
 from proxlab.core.config import CHOICES, ConfigError, TrainConfig
+from proxlab.core.logs import get_logger
+
+log = get_logger("pretrain")
 
 
 def world_size(runtime: dict[str, Any]) -> int:
@@ -47,8 +50,8 @@ def make_fabric(runtime: dict[str, Any], train: TrainConfig):
             activation_checkpointing_policy={Block} if train.activation_checkpointing else None,
         )
     if train.activation_checkpointing and not isinstance(strategy, FSDPStrategy):
-        print(f"[proxlab] pretrain: train.activation_checkpointing applies to FSDP only; strategy here is "
-              f"{type(strategy).__name__ if not isinstance(strategy, str) else strategy}, so it is ignored", flush=True)
+        log.info(f"pretrain: train.activation_checkpointing applies to FSDP only; strategy here is "
+                 f"{type(strategy).__name__ if not isinstance(strategy, str) else strategy}, so it is ignored")
     return L.Fabric(accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
                     precision=train.precision)
 

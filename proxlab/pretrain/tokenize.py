@@ -25,7 +25,10 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
+from proxlab.core.logs import get_logger
 from proxlab.core.stage import StageResult, StageSpec, atomic_write_text, stage_cli
+
+log = get_logger("tokenize")
 
 VAL_FRACTION = 0.02  # the default of train.val_fraction (hand-built specs may omit it)
 ITEM_DOCS = 256  # documents per yielded token array
@@ -172,8 +175,7 @@ def build_split(items: list, out: Path, split: str, tokenizer_dir: Path, block_s
     os.environ["DATA_OPTIMIZER_DATA_CACHE_FOLDER"] = str(cache / "data")
     tmp.mkdir(parents=True)
     workers = max(1, min(workers, len(items)))
-    print(f"[proxlab] tokenize: {split}: {len(items)} pieces, {workers} tokenizing process(es), one writer -> {final}",
-          flush=True)
+    log.info(f"tokenize: {split}: {len(items)} pieces, {workers} tokenizing process(es), one writer -> {final}")
     optimize(
         fn=SingleWriter(items, str(tokenizer_dir), workers, start_method),
         inputs=list(enumerate(items)),  # (position, piece): the writer checks it gets them in corpus order
@@ -216,7 +218,7 @@ def main(spec: StageSpec) -> StageResult:
         if stop <= start:
             raise ValueError(f"tokenize: {n_docs} document(s) in {spec.input('docs')}: too few for a {split} split")
         if (out / split / "index.json").is_file():
-            print(f"[proxlab] tokenize: {split} already complete, reusing", flush=True)
+            log.info(f"tokenize: {split} already complete, reusing")
         else:
             build_split(work_items(files, start, stop), out, split, tokenizer_dir, block_size, workers, start_method)
         stats[split] = {"docs": stop - start, **chunk_stats(out / split, block_size)}
@@ -237,7 +239,7 @@ def main(spec: StageSpec) -> StageResult:
         raise ValueError(f"tokenize: {summary['train_tokens']} train tokens make no window of {block_size} tokens; "
                          "use more documents or a smaller train.seq_len")
     atomic_write_text(out / "tokens.json", json.dumps(summary, indent=2, sort_keys=True))
-    print(f"[proxlab] tokenize: {summary}", flush=True)
+    log.info(f"tokenize: {summary}")
     return StageResult(counts={"docs": n_docs, "tokens": summary["tokens"], "train_tokens": summary["train_tokens"],
                                "windows": summary["windows"]})
 

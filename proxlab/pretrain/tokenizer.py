@@ -22,8 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from proxlab.core.config import TokenizerConfig, load
+from proxlab.core.logs import get_logger
 from proxlab.core.paths import tokenizer_candidates
 from proxlab.core.stage import StageResult, StageSpec, atomic_write_text, stage_cli
+
+log = get_logger("tokenizer")
 
 SPECIALS = ("<s>", "</s>", "<unk>", "<pad>")
 COPY_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
@@ -115,7 +118,7 @@ def main(spec: StageSpec) -> StageResult:
     else:
         raise ValueError(f"model.tokenizer.kind={cfg.kind!r}: expected train_bpe or pretrained")
     vocab = vocab_size_of(out)
-    print(f"[proxlab] tokenizer ({cfg.kind}): vocab {vocab} -> {out}", flush=True)
+    log.info(f"tokenizer ({cfg.kind}): vocab {vocab} -> {out}")
     return StageResult(counts={"vocab_size": vocab})
 
 

@@ -28,11 +28,14 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from proxlab.core.config import ModelConfig, TrainConfig, TrainingPlan, load, training_plan
+from proxlab.core.logs import get_logger
 from proxlab.core.stage import (EXIT_REQUEUE, StageResult, StageSpec, atomic_write_text, rank_and_world, read_jsonl,
-                                stage_cli)
+                                record_process, stage_cli)
 from proxlab.pretrain.data import data_info
 from proxlab.pretrain.distributed import world_size
 from proxlab.pretrain.signals import StopFlag
+
+log = get_logger("pretrain")
 
 SUMMARY = "train_summary.json"
 
@@ -105,6 +108,9 @@ def setup(spec: StageSpec, train: TrainConfig, model_cfg: ModelConfig, info: dic
     threads = set_threads(spec.runtime)
     fabric = make_fabric(spec.runtime, train)
     fabric.launch()  # processes first: a local multi-process launch re-runs this command for ranks 1..
+    # Pretraining sees all of its node's GPUs (docs/slurm.md, "GPU binding"): record the one Fabric takes.
+    record_process(spec, "fabric", fabric_local_rank=fabric.local_rank, fabric_global_rank=fabric.global_rank,
+                   fabric_device=str(fabric.device))
     plan = training_plan(train, fabric.world_size)
     _set_determinism(fabric, train)
     cfg, model = build_model(fabric, model_cfg, train, spec.input("tokenizer"))
@@ -115,7 +121,7 @@ def setup(spec: StageSpec, train: TrainConfig, model_cfg: ModelConfig, info: dic
     resume(run)
     run.logger = MetricsLogger.for_stage(spec, run.rank)  # W&B id derived from (run_dir, stage): the same on restarts
     if run.logger.wandb_id:
-        fabric.print(f"[proxlab] pretrain: W&B run id {run.logger.wandb_id}")
+        log.info(f"pretrain: W&B run id {run.logger.wandb_id}")
     run.flops_per_step = (_measure_flops(cfg, train.micro_batch_size, train.seq_len)  # FlopCounterMode, fwd + bwd
                           * plan.grad_accum * plan.world_size)
     run.peak_flops = _peak_flops(fabric)
@@ -157,9 +163,9 @@ def _print_model(fabric, cfg, plan: TrainingPlan, threads: int) -> None:
     from proxlab.models.params import param_counts
 
     total, non_embedding = param_counts(cfg)
-    fabric.print(f"[proxlab] pretrain: {cfg.name}, {total:,} params ({non_embedding:,} non-embedding), "
-                 f"{plan.world_size} rank(s) x {threads} thread(s), grad accum {plan.grad_accum}, "
-                 f"{plan.stop_step} steps")
+    log.info(f"pretrain: {cfg.name}, {total:,} params ({non_embedding:,} non-embedding), "
+             f"{plan.world_size} rank(s) x {threads} thread(s), grad accum {plan.grad_accum}, "
+             f"{plan.stop_step} steps")
 
 
 def setup_training(fabric, model, model_cfg: ModelConfig, train: TrainConfig):
@@ -199,7 +205,7 @@ def resume(run: Run) -> None:
     run.data.load_state_dict(data_state)
     run.step, run.loss = int(state["step"]), float(state.get("loss", math.nan))
     run.resumed_from = run.step
-    run.fabric.print(f"[proxlab] pretrain: resumed from {ckpt} at step {run.step} (epoch {run.data.epoch})")
+    log.info(f"pretrain: resumed from {ckpt} at step {run.step} (epoch {run.data.epoch})")
     if run.rank == 0:
         _truncate_metrics(out / "metrics.jsonl", run.step)
 
@@ -232,7 +238,7 @@ def fit(run: Run, stop: StopFlag) -> bool:
         step_loss = train_step(run, lr)
         run.step += 1
         if run.data.epoch != epoch_seen:
-            fabric.print(f"[proxlab] pretrain: epoch {run.data.epoch} began during step {run.step}")
+            log.info(f"pretrain: epoch {run.data.epoch} began during step {run.step}")
             epoch_seen = run.data.epoch
         if run.step % train.log_interval == 0 or run.step == stop_step:
             log_step(run, step_loss, lr, clock)
@@ -284,8 +290,8 @@ def log_step(run: Run, step_loss, lr: float, clock: _Clock) -> None:
     if run.peak_flops:
         metrics["mfu"] = metrics["flops_per_s"] / (run.peak_flops * plan.world_size)
     run.logger.log(metrics, step=step)
-    fabric.print(f"step {step}/{plan.stop_step} | loss {run.loss:.4f} | lr {lr:.3e} | "
-                 f"{metrics['tokens_per_s']:,.0f} tok/s | epoch {run.data.epoch}")
+    log.info(f"step {step}/{plan.stop_step} | loss {run.loss:.4f} | lr {lr:.3e} | "
+             f"{metrics['tokens_per_s']:,.0f} tok/s | epoch {run.data.epoch}")
     clock.last, clock.last_step = now, step
 
 
@@ -305,7 +311,7 @@ def exit_for_requeue(run: Run, stop: StopFlag) -> NoReturn:
     watchdog does not kill rank 0 before it reports the code)."""
     from proxlab.pretrain.distributed import is_local_child
 
-    run.fabric.print(f"[proxlab] pretrain: signal {stop.signum}: saved step {run.step}; exit {EXIT_REQUEUE} to requeue")
+    log.info(f"pretrain: signal {stop.signum}: saved step {run.step}; exit {EXIT_REQUEUE} to requeue")
     run.logger.close()
     raise SystemExit(0 if is_local_child(run.fabric) else EXIT_REQUEUE)
 

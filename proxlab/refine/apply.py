@@ -33,10 +33,13 @@ import pyarrow.parquet as pq
 from proxlab.core.config import ApplyConfig, load
 from proxlab.core.formats import (DOC_SCHEMA, DROP_SCHEMA, PROGRAMS, REFINER_FILE, check_accounting, list_shards,
                                   read_docs, shard_name, write_parquet)
+from proxlab.core.logs import get_logger
 from proxlab.core.sharding import ShardStats, ShardWork, run_shards
 from proxlab.core.stage import StageResult, StageSpec, stage_cli
 from proxlab.core.tracking import MetricsLogger
 from proxlab.refine.programs import FAILURE_KINDS, OP_NAMES, DecisionRules, run_chunk_programs, run_doc_program
+
+log = get_logger("refine.apply")
 
 APPLIED_SCHEMA = pa.schema(
     [("id", pa.string()), ("dropped", pa.bool_()), ("reason", pa.string()), ("errors", pa.int32()),
@@ -107,8 +110,8 @@ def _token_counter(programs_dir: Path) -> TokenCounter | None:
         hf = load_tokenizer(str(path))
         return lambda texts: [len(ids) for ids in hf(texts, add_special_tokens=False)["input_ids"]]
     except Exception as e:  # e.g. the tokenizer is not available offline: count words and characters
-        print(f"[proxlab] refine.apply: no refiner tokenizer for token counts ({type(e).__name__}: {e}); "
-              f"counting words and characters only", flush=True)
+        log.info(f"refine.apply: no refiner tokenizer for token counts ({type(e).__name__}: {e}); "
+                 f"counting words and characters only")
         return None
 
 
@@ -220,16 +223,16 @@ def main(spec: StageSpec) -> StageResult | None:
 def finish(spec: StageSpec, ex: Execution, total: ShardStats) -> StageResult:
     counts, rates, ops, fails = apply_counts(total)
     n = max(total.docs_in, 1)
-    log = MetricsLogger.for_stage(spec)
-    log.summary({**{f"apply/{k}": v for k, v in counts.items()},
-                 **{f"apply/{k}": v for k, v in rates.items() if v is not None}})
-    log.table("apply/failure_kinds", ["kind", "count", "per_doc"],
-              [[k, v, v / n] for k, v in sorted(fails.items()) if v])
-    log.close()
-    print(f"[proxlab] refine.apply_{ex.level} ({ex.mode}): kept {total.docs_out}/{total.docs_in} documents, words "
-          f"{counts['words_in']} → {counts['words_out']}; drops {dict(sorted(total.dropped.items()))}; "
-          f"program error rate {rates['program_error_rate']:.4f}; failure kinds "
-          f"{ {k: v for k, v in fails.items() if v} }", flush=True)
+    metrics = MetricsLogger.for_stage(spec)
+    metrics.summary({**{f"apply/{k}": v for k, v in counts.items()},
+                     **{f"apply/{k}": v for k, v in rates.items() if v is not None}})
+    metrics.table("apply/failure_kinds", ["kind", "count", "per_doc"],
+                  [[k, v, v / n] for k, v in sorted(fails.items()) if v])
+    metrics.close()
+    log.info(f"refine.apply_{ex.level} ({ex.mode}): kept {total.docs_out}/{total.docs_in} documents, words "
+             f"{counts['words_in']} → {counts['words_out']}; drops {dict(sorted(total.dropped.items()))}; "
+             f"program error rate {rates['program_error_rate']:.4f}; failure kinds "
+             f"{ {k: v for k, v in fails.items() if v} }")
     return StageResult(counts=counts, flops={"refine": 0.0},
                        extra={"level": ex.level, "mode": ex.mode, "rates": rates, "dropped_by_reason": total.dropped,
                               "failure_kinds": fails, "ops": ops})

@@ -25,6 +25,9 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
+from proxlab.core.logs import get_logger
+
+log = get_logger("prepare")
 
 try:  # 3-5x faster than json.loads; optional so that any environment can still prepare a corpus
     from orjson import loads as _fast_loads
@@ -102,7 +105,7 @@ class BadRecords:
         if len(self.log) < MAX_LOGGED_PER_FILE:
             self.log.append({"where": where, "reason": reason})
         if self.counts.bad <= PRINTED_PER_FILE:
-            print(f"[proxlab] prepare: skipping {where}: {reason}", flush=True)
+            log.warning(f"prepare: skipping {where}: {reason}")
 
 
 DATA_SUFFIXES = (".gz", ".zst", ".jsonl", ".json", ".parquet")  # stripped from a file name to give its source

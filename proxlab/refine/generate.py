@@ -38,9 +38,12 @@ from proxlab.core.config import GenerateConfig, load
 from proxlab.core.flops import inference_flops
 from proxlab.core.formats import (NO_CHUNKS, PROGRAM_SCHEMA, PROGRAMS, REFINER_FILE, list_shards, read_docs,
                                   shard_index, shard_name, write_parquet)
+from proxlab.core.logs import get_logger
 from proxlab.core.sharding import ShardStats, ShardWork, run_shards
 from proxlab.core.stage import StageResult, StageSpec, accelerator_device, atomic_write_text, stage_cli
 from proxlab.core.tracking import MetricsLogger
+
+logger = get_logger("refine.generate")
 
 LEVELS = ("doc", "chunk")
 
@@ -188,8 +191,9 @@ class ShardGenerator:
                                     device=accelerator_device(self.spec.runtime.get("accelerator")))
         self.builder = PromptBuilder(self.cfg, self.level, self.backend.tokenizer)
         self.t0 = time.perf_counter()  # throughput is measured from here, without the model load
-        print(f"[proxlab] refine.generate_{self.level}: {self.backend.name} backend, model {self.cfg.model} "
-              f"({self.backend.model_path}), loaded in {self.backend.stats.load_s:.1f} s", flush=True)
+        logger.info(f"refine.generate_{self.level}: {self.backend.name} backend, model {self.cfg.model} "
+                    f"({self.backend.model_path}) in {self.backend.dtype or 'the server dtype'}, loaded in "
+                    f"{self.backend.stats.load_s:.1f} s")
 
     def __call__(self, index: int, path: Path) -> ShardStats:
         t_shard = time.perf_counter()
@@ -228,7 +232,8 @@ class ShardGenerator:
         if self.backend is None:
             return {"backend_load_s": 0.0, "backend_generate_s": 0.0}
         timing = {"backend_load_s": round(self.backend.stats.load_s, 3),
-                  "backend_generate_s": round(self.backend.stats.generate_s, 3)}
+                  "backend_generate_s": round(self.backend.stats.generate_s, 3),
+                  "dtype": self.backend.dtype}  # what the engine loaded (None: an openai server's own)
         self.backend.close()
         self.backend = None
         return timing
@@ -296,11 +301,12 @@ def finish(spec: StageSpec, cfg: GenerateConfig, level: str, total: ShardStats, 
                  "generate/params_non_embedding": n_nonembed, "generate/flops": flops,
                  "generate/output_tokens_per_prompt": counts["output_tokens"] / max(prompts, 1),
                  **{f"generate/fail_rate/{k}": v / max(prompts, 1) for k, v in failures.items()}})
-    print(f"[proxlab] refine.generate_{level}: {prompts} prompts for {total.docs_in} documents, "
-          f"{counts['prompt_tokens']} prompt + {counts['output_tokens']} generated tokens, {flops:.3e} FLOPs "
-          f"(N={n_nonembed:,}); finish {finish_reasons}; failures {failures}", flush=True)
+    logger.info(f"refine.generate_{level}: {prompts} prompts for {total.docs_in} documents, "
+                f"{counts['prompt_tokens']} prompt + {counts['output_tokens']} generated tokens, {flops:.3e} FLOPs "
+                f"(N={n_nonembed:,}); finish {finish_reasons}; failures {failures}")
     return StageResult(counts=counts, flops={"refine": flops},
                        extra={"level": level, "backend": cfg.backend, "model": cfg.model, "model_path": model_path,
+                              "dtype": cfg.dtype,  # the planned dtype; the engine's, when this process loaded it
                               "params_total": n_total, "params_non_embedding": n_nonembed,
                               "finish_reasons": finish_reasons, "failures": failures, **timing})
 

@@ -47,12 +47,15 @@ from typing import Any, Callable, Iterator
 
 from proxlab.core.config import CorpusConfig, load
 from proxlab.core.formats import DOC_SCHEMA, count_rows, list_shards, shard_name, write_parquet
+from proxlab.core.logs import get_logger
 from proxlab.core.paths import under_data_dir
 from proxlab.core.sharding import ShardStats, ShardWork, run_shards, stats_path
 from proxlab.core.stage import StageResult, StageSpec, atomic_write_text, stage_cli
 from proxlab.refine.corpus_read import (BadInputError, BadRecords, Counts, documents, hf_records, local_records,
                                         relative_source, source_name)
 from proxlab.refine.pools import PoolListing, local_found, pool_settings, remote_filesystem, remote_found, select
+
+log = get_logger("prepare")
 
 __all__ = ["BadInputError", "corpus_files", "corpus_root", "input_files", "main", "sample_key"]
 
@@ -162,8 +165,8 @@ def _pool_info(listing: PoolListing | None, where: str) -> dict[str, Any] | None
     if listing is None:
         return None
     if listing.missing:
-        print(f"[proxlab] prepare: {listing.describe_missing(where)}; reading the {len(listing.present):,} present "
-              f"(corpus.allow_partial=true)", flush=True)
+        log.info(f"prepare: {listing.describe_missing(where)}; reading the {len(listing.present):,} present "
+                 f"(corpus.allow_partial=true)")
     return {"pool": listing.pool.name, "dumps": list(listing.dumps), "files_in_pool": listing.complete_listing,
             "files_expected": len(listing.expected), "files_present": len(listing.present),
             "files_missing": len(listing.missing), "missing_first": listing.missing[:20]}
@@ -688,8 +691,8 @@ def _measure(job: Job, summary: dict[str, Any]) -> tuple[dict[str, float], dict[
                             "tolerance": TOKEN_TOLERANCE, "per_input_sample": TOKEN_SAMPLE_PER_INPUT}
     if est is None:
         why = "no tokenizer (corpus.tokenizer)" if job.tokenizer is None else "no document was tokenized"
-        print(f"[proxlab] prepare: pool tokens not measured: {why}"
-              + (f"; corpus.tokens={cfg.tokens:.4g} is not checked" if cfg.tokens else ""), flush=True)
+        log.info(f"prepare: pool tokens not measured: {why}"
+                 + (f"; corpus.tokens={cfg.tokens:.4g} is not checked" if cfg.tokens else ""))
         return {}, {"tokens": {**info, "measured": None, "why": why}}
     tokens, se = est["tokens"], est["se"]
     kept = tokens * summary["chars"] / est["chars"] if est["chars"] else 0.0
@@ -712,7 +715,7 @@ def _measure(job: Job, summary: dict[str, Any]) -> tuple[dict[str, float], dict[
                 f"prepare: the corpus measures {tokens:.4g} tokens (± {se:.2g}, {job.tokenizer_path}) but "
                 f"corpus.tokens = {cfg.tokens:.4g}: off by {off:+.1%}, more than {TOKEN_TOLERANCE:.0%}{hint}. Check "
                 f"the mirror and corpus.dumps, or set corpus.tokens={tokens:.4g}, or corpus.check_tokens=false")
-    print(f"[proxlab] prepare: {line}", flush=True)
+    log.info(f"prepare: {line}")
     return counts, {"tokens": info}
 
 
@@ -730,11 +733,11 @@ def _result(job: Job, total: ShardStats, summary: dict[str, Any]) -> StageResult
               "duplicate_ids": total.dropped.get("duplicate", 0), "dropped_empty": total.dropped.get("empty", 0),
               "sampled_out": sampled_out, "fixed_surrogates": int(extra.get("fixed_surrogates", 0)),
               "texts_with_nul": int(extra.get("texts_with_nul", 0)), "input_files": len(summary["inputs"])}
-    print(f"[proxlab] prepare: {docs} of {counts['docs_seen']} documents ({total.docs_in} records read) from "
-          f"{job.corpus.where} ({len(summary['inputs'])} inputs) into {summary['shards']} shards; "
-          f"{counts['bad_lines']} bad records skipped, {counts['duplicate_ids']} duplicate ids, "
-          f"{counts['dropped_empty']} empty, {sampled_out} sampled out, {counts['fixed_surrogates']} with lone "
-          f"surrogates fixed", flush=True)
+    log.info(f"prepare: {docs} of {counts['docs_seen']} documents ({total.docs_in} records read) from "
+             f"{job.corpus.where} ({len(summary['inputs'])} inputs) into {summary['shards']} shards; "
+             f"{counts['bad_lines']} bad records skipped, {counts['duplicate_ids']} duplicate ids, "
+             f"{counts['dropped_empty']} empty, {sampled_out} sampled out, {counts['fixed_surrogates']} with lone "
+             f"surrogates fixed")
     extra_out: dict[str, Any] = {"source": job.corpus.where, "mode": summary["mode"], **token_extra}
     if job.corpus.pool:
         extra_out["pool"] = job.corpus.pool

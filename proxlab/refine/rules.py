@@ -32,9 +32,12 @@ from typing import Any, Callable
 from proxlab.core.config import RulesConfig, load
 from proxlab.core.formats import (DOC_SCHEMA, DROP_SCHEMA, check_accounting, list_shards, read_docs, shard_name,
                                   write_parquet)
+from proxlab.core.logs import get_logger
 from proxlab.core.sharding import ShardStats, ShardWork, run_shards
 from proxlab.core.stage import StageResult, StageSpec, stage_cli
 from proxlab.core.tracking import MetricsLogger
+
+log = get_logger("refine.rules")
 
 # Rule set -> its datatrove filters, in FineWeb's pipeline order. The one definition the stage and `refine eval` use.
 RULE_SETS: dict[str, tuple[str, ...]] = {"gopher": ("gopher_rep", "gopher_qual"), "c4": ("c4",),
@@ -153,16 +156,16 @@ def finish(spec: StageSpec, total: ShardStats, steps: list[str]) -> StageResult:
     by_filter = drops_by_filter(total.dropped, steps)
     by_reason = dict(sorted(total.dropped.items(), key=lambda kv: (-kv[1], kv[0])))
     edits = {k: int(v) for k, v in sorted(total.extra.items())}
-    log = MetricsLogger.for_stage(spec)
-    log.summary({"refine/docs_in": total.docs_in, "refine/docs_kept": total.docs_out,
-                 "refine/kept_ratio": total.docs_out / max(total.docs_in, 1),
-                 "refine/chars_kept_ratio": total.chars_out / max(total.chars_in, 1),
-                 **{f"refine/dropped_by_filter/{k}": v for k, v in by_filter.items()},
-                 **{f"refine/dropped/{k}": v for k, v in by_reason.items()},
-                 **{f"refine/{k}": v for k, v in edits.items()}})
-    log.close()
-    print(f"[proxlab] refine.rules ({' -> '.join(steps)}): kept {total.docs_out}/{total.docs_in} documents; "
-          f"drops by filter: {by_filter}; by reason: {by_reason}; edits: {edits}", flush=True)
+    metrics = MetricsLogger.for_stage(spec)
+    metrics.summary({"refine/docs_in": total.docs_in, "refine/docs_kept": total.docs_out,
+                     "refine/kept_ratio": total.docs_out / max(total.docs_in, 1),
+                     "refine/chars_kept_ratio": total.chars_out / max(total.chars_in, 1),
+                     **{f"refine/dropped_by_filter/{k}": v for k, v in by_filter.items()},
+                     **{f"refine/dropped/{k}": v for k, v in by_reason.items()},
+                     **{f"refine/{k}": v for k, v in edits.items()}})
+    metrics.close()
+    log.info(f"refine.rules ({' -> '.join(steps)}): kept {total.docs_out}/{total.docs_in} documents; "
+             f"drops by filter: {by_filter}; by reason: {by_reason}; edits: {edits}")
     counts = {"docs_in": total.docs_in, "docs_out": total.docs_out, "chars_in": total.chars_in,
               "chars_out": total.chars_out, **{f"dropped_by_filter/{k}": v for k, v in by_filter.items()},
               **{f"dropped/{k}": v for k, v in by_reason.items()}, **edits}

@@ -5,7 +5,12 @@ average; under the markdown, footnotes for tasks run on other data than the pape
 and a PNG of average accuracy against total FLOPs; each paper table the runs reproduce, in its layout (paper_report);
 the accuracy-by-step tables (report_steps); the FLOPs figure of the paper's Fig. 8 (report_flops).
 Prints the tables, and logs them and the plots to W&B in the sweep's group when W&B is on. Reads only local files, so
-it works offline and in tests. Also the last step of a Hydra multirun (`SweepReportCallback`).
+it works offline and in tests. Also the last step of a Hydra multirun (`SweepReportCallback`), and the report job of a
+sweep submitted as Slurm jobs (`proxlab submit -m`, slurm/report.sh).
+
+A failed experiment is a row too, marked failed (its run directory's `failed.json`, written when a stage failed; a
+submitted sweep's `jobs.json` names the jobs that left no result at all), with a list under the table: the stage
+that failed, the error, and where its spec and log are.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from omegaconf import OmegaConf
 
 from proxlab.core.config import ReportConfig
 from proxlab.runner.ledger import SUMMARY
+from proxlab.runner.sweep import FAILURE, JOBS
 from proxlab.report.paper import TABLES
 from proxlab.report.paper_tables import DataNotes, data_notes, eval_results, render, write_paper_table
 from proxlab.report.flops import write_flops_report
@@ -31,8 +37,63 @@ VARIANT_ORDER = {"raw": 0, "rules": 1, "doc": 2, "prox": 3}
 
 
 def load_summaries(sweep_dir: Path) -> list[dict[str, Any]]:
-    rows = [json.loads(p.read_text()) for p in sorted(Path(sweep_dir).glob(f"*/{SUMMARY}"))]
+    """The finished runs of the sweep; a run whose latest attempt failed (its `failed.json`) is a failed row instead."""
+    rows = [json.loads(p.read_text()) for p in sorted(Path(sweep_dir).glob(f"*/{SUMMARY}"))
+            if not (p.parent / FAILURE).exists()]
     return sorted(rows, key=lambda r: (r.get("model", ""), VARIANT_ORDER.get(r.get("variant"), 9), r["run_dir"]))
+
+
+def load_failures(sweep_dir: Path) -> list[dict[str, Any]]:
+    """The sweep's failed experiments: each run directory's `failed.json`, and, for a sweep submitted as jobs
+    (`jobs.json`), a record for every job whose run directory holds neither a summary nor a failure (cancelled, out of
+    time, never started because the job it depended on failed, or still running). Each names its Slurm job's log."""
+    sweep_dir = Path(sweep_dir)
+    jobs_file = sweep_dir / JOBS
+    jobs = json.loads(jobs_file.read_text())["jobs"] if jobs_file.exists() else []
+    by_run = {job["run_dir"]: job for job in jobs}
+    failures = []
+    for path in sorted(sweep_dir.glob(f"*/{FAILURE}")):
+        record = json.loads(path.read_text())
+        job = by_run.get(record.get("run_dir"), {})
+        if job and str(job.get("job_id")) == str(record.get("slurm_job")):
+            record["job_log"] = job["log"]
+        failures.append(record)
+    for job in jobs:
+        run_dir = Path(job["run_dir"])
+        if not (run_dir / SUMMARY).exists() and not (run_dir / FAILURE).exists():
+            labels = {k: v for k, v in job.items() if k != "log"}  # the job's log, not a run log
+            failures.append({**labels, "status": "failed", "stage": None, "slurm_job": job["job_id"],
+                             "job_log": job["log"],
+                             "error": f"Slurm job {job['job_id']} left no result (queued or running, or it ended "
+                                      f"before a stage could fail: cancelled, out of time, killed)"})
+    return failures
+
+
+def failure_rows(failures: list[dict[str, Any]], width: int) -> list[list[Any]]:
+    """Failed experiments as rows of the main table: variant, model, "failed: <stage>", then empty cells."""
+    rows = []
+    for f in failures:
+        where = f"failed: {f['stage']}" if f.get("stage") else "failed"
+        rows.append([f.get("variant"), f.get("model"), where] + [None] * (width - 3))
+    return rows
+
+
+def failures_markdown(failures: list[dict[str, Any]]) -> str:
+    """The list under the table: which stage of which experiment failed, why, and where its spec and log are."""
+    if not failures:
+        return ""
+
+    def cell(value: Any) -> str:
+        return "–" if value in (None, "", []) else str(value).replace("|", "\\|").replace("\n", " ")
+
+    out = io.StringIO()
+    out.write(f"\nFailed experiments ({len(failures)}): the stage that failed, its error, its spec, and the log.\n\n")
+    out.write("| experiment | overrides | stage | error | spec | log |\n|---|---|---|---|---|---|\n")
+    for f in failures:
+        log = " ; ".join(str(x) for x in (f.get("log"), f.get("job_log")) if x)
+        out.write("| " + " | ".join(cell(v) for v in (f.get("experiment"), " ".join(f.get("overrides") or []),
+                                                      f.get("stage"), f.get("error"), f.get("spec"), log)) + " |\n")
+    return out.getvalue()
 
 
 def task_names(rows: list[dict[str, Any]]) -> list[str]:
@@ -112,24 +173,29 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
 
 
 def build_report(sweep_dir: Path, log_wandb: bool = False, logger_cfg: dict | None = None,
-                 options: ReportConfig | None = None) -> Path:
+                 options: ReportConfig | None = None, failures: list[dict[str, Any]] | None = None) -> Path:
+    """The sweep's report; `failures`: failed experiments that left no record in the sweep directory (a local sweep's
+    config errors), besides those that did."""
     rows = load_summaries(sweep_dir)
-    if not rows:
+    failed = load_failures(sweep_dir) + list(failures or [])
+    if not rows and not failed:
         raise FileNotFoundError(f"no {SUMMARY} under {sweep_dir}/*/: run the sweep's experiments first")
     options = options or ReportConfig()
     out = Path(sweep_dir) / "report"
     out.mkdir(parents=True, exist_ok=True)
     header, body = table(rows)
-    metric = rows[0].get("eval/metric", "acc_norm")
-    md = markdown(header, body, metric, sweep_notes(rows)[2].lines())
+    body += failure_rows(failed, len(header))
+    metric = rows[0].get("eval/metric", "acc_norm") if rows else "acc_norm"
+    md = markdown(header, body, metric, sweep_notes(rows)[2].lines()) + failures_markdown(failed)
     (out / "table.md").write_text(md)
     with open(out / "table.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(header)
         w.writerows(body)
-    plot(rows, out / "accuracy_vs_flops.png", f"{Path(sweep_dir).name}: accuracy vs FLOPs")
-    parts = [ReportPart(md, {"table": (header, [[_fmt(v) for v in row] for row in body])},
-                        {"accuracy_vs_flops": out / "accuracy_vs_flops.png"})]
+    parts = [ReportPart(md, {"table": (header, [[_fmt(v) for v in row] for row in body])}, {})]
+    if rows:
+        plot(rows, out / "accuracy_vs_flops.png", f"{Path(sweep_dir).name}: accuracy vs FLOPs")
+        parts[0].images["accuracy_vs_flops"] = out / "accuracy_vs_flops.png"
     for name in sorted({r["paper_table"] for r in rows if r.get("paper_table")}):
         if name not in TABLES:
             raise KeyError(f"paper_table={name!r} is not one of {sorted(TABLES)}")
@@ -137,12 +203,16 @@ def build_report(sweep_dir: Path, log_wandb: bool = False, logger_cfg: dict | No
         parts.append(ReportPart(write_paper_table(TABLES[name], paper_rows, out),
                                 {f"paper/{name}": render(TABLES[name], paper_rows)},
                                 {f"paper/{name}": out / f"{name}.png"}))
-    by_step = write_accuracy_by_step(rows, out)
+    by_step = write_accuracy_by_step(rows, out) if rows else None
     if by_step is not None:
         parts.append(by_step)
-    parts.append(write_flops_report(rows, out, options))
+    if rows:
+        parts.append(write_flops_report(rows, out, options))
     for part in parts:
         print(part.markdown, flush=True)
+    if failed:
+        print(f"[proxlab] {len(failed)} of the sweep's {len(rows) + len(failed)} experiments failed (listed above)",
+              flush=True)
     print(f"[proxlab] report written to {out}", flush=True)
     if log_wandb:
         from proxlab.core.tracking import MetricsLogger
@@ -196,6 +266,7 @@ class SweepReportCallback(Callback):
 
     def __init__(self) -> None:
         self.costs: list[Any] = []
+        self.failures: list[dict[str, Any]] = []  # failed before they had a run directory to record it in
 
     def on_job_end(self, config, job_return, **kwargs) -> None:
         from hydra.core.utils import JobStatus
@@ -204,6 +275,9 @@ class SweepReportCallback(Callback):
             cost = job_return.return_value.get("cost")
             if cost is not None:
                 self.costs.append(cost)
+            failure = job_return.return_value.get("failed")
+            if failure is not None and not failure.get("recorded"):
+                self.failures.append(failure)
 
     def on_multirun_end(self, config, **kwargs) -> None:
         if config.get("dry_run"):
@@ -215,8 +289,8 @@ class SweepReportCallback(Callback):
             return
         sweep = config.get("sweep") or config.get("name")
         sweep_dir = Path(config.paths.runs_dir).resolve() / sweep
-        if sweep_dir.exists():
+        if sweep_dir.exists() or self.failures:
             logger_cfg = report_logger_cfg(sweep, config.logger.mode, config.logger.project, config.logger.entity)
             options = ReportConfig(**OmegaConf.to_container(config.report, resolve=True))
             build_report(sweep_dir, log_wandb=config.logger.backend == "wandb", logger_cfg=logger_cfg,
-                         options=options)
+                         options=options, failures=self.failures)

@@ -15,7 +15,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from proxlab.core.config import (ApplyConfig, CorpusConfig, EvalConfig, GenerateConfig, ModelConfig, RulesConfig,
-                                 TokenizerConfig, TrainConfig, split_settings)
+                                 TokenizerConfig, TrainConfig, resolve_refine_dtype, split_settings)
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,9 @@ class StageDef:
     version: int  # bump when the stage's output semantics change: it invalidates old artifacts
     env: str = "main"  # which interpreter (cluster.envs) runs it
     spmd: bool = False  # under Slurm: every rank runs it (sharded work, Fabric); else rank 0 runs it, others wait
+    # Its processes pick their GPU themselves (Fabric: cuda:<local rank>), so they see every GPU of their node; every
+    # other stage's process sees only its task's own (proxlab.core.devices).
+    fabric: bool = False
 
 
 # The registry: the one place that names every stage's module, version and environment.
@@ -36,8 +39,8 @@ STAGES: dict[str, StageDef] = {
     "refine.apply_chunk": StageDef("proxlab.refine.apply", 1, spmd=True),
     "tokenizer": StageDef("proxlab.pretrain.tokenizer", 1),
     "tokenize": StageDef("proxlab.pretrain.tokenize", 1),
-    "pretrain": StageDef("proxlab.pretrain.train", 1, spmd=True),
-    "evaluate": StageDef("proxlab.evaluate.stage", 2),  # 2: results record each task's data (file, split, sample)
+    "pretrain": StageDef("proxlab.pretrain.train", 1, spmd=True, fabric=True),
+    "evaluate": StageDef("proxlab.evaluate.stage", 2, spmd=True),  # 2: results record each task's data (file, split)
 }
 
 VARIANTS = ("raw", "rules", "doc", "prox")
@@ -100,6 +103,9 @@ def plan(cfg: DictConfig, artifacts_dir: Path) -> list[PlannedStage]:
     levels = {"doc": ("doc",), "prox": ("doc", "chunk")}.get(variant, ())
     for level in levels:
         gen_hashed, gen_runtime = _settings(cfg, f"refine.{level}", GenerateConfig)
+        # The dtype that will run, not `auto`: other hardware → another effective dtype → another artifact.
+        gen_hashed["dtype"] = resolve_refine_dtype(gen_hashed["dtype"], cfg.cluster.accelerator,
+                                                   f"refine.{level}.dtype")
         programs = add(f"refine.generate_{level}", {"level": level, **gen_hashed}, gen_runtime, docs=current)
         apply_hashed, _ = _settings(cfg, "refine.apply", ApplyConfig, level)
         current = add(f"refine.apply_{level}", {"level": level, **apply_hashed}, docs=current, programs=programs)

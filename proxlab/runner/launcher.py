@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from proxlab.core.logs import get_logger
 from proxlab.core.paths import HUB_OFFLINE, REPO_ROOT
 from proxlab.core.stage import EXIT_REQUEUE
 from proxlab.core.tracking import WANDB_SERVICE_ENV
@@ -32,7 +33,7 @@ def preempted() -> bool:
 def _note_preemption(signum, _frame) -> None:
     global _preempted
     _preempted = True
-    print(f"[proxlab] received {signal.Signals(signum).name}: stopping at the next safe point", flush=True)
+    get_logger("runner").warning(f"received {signal.Signals(signum).name}: stopping at the next safe point")
 
 
 def install_preemption_handlers() -> None:
@@ -62,6 +63,18 @@ def interpreter(envs: dict[str, str], env_name: str) -> str:
                             f"run `make venv-{env_name}` or set cluster.envs.{env_name}=/path/to/python")
 
 
+def available_interpreters(envs: dict[str, str]) -> dict[str, str]:
+    """The interpreter of each environment that exists: a stage that starts a process of another environment itself
+    (evaluate's vLLM generation path) finds it in its spec's runtime."""
+    found = {}
+    for name in envs:
+        try:
+            found[name] = interpreter(envs, name)
+        except FileNotFoundError:
+            continue
+    return found
+
+
 def _die_with_parent() -> None:
     """Child side: get SIGKILL when the orchestrator dies, so no orphaned stage keeps writing (Linux only)."""
     try:
@@ -71,10 +84,14 @@ def _die_with_parent() -> None:
         pass
 
 
-def stage_env(allow_hub: bool) -> dict[str, str]:
+def stage_env(allow_hub: bool, gpus: list[str] | None = None) -> dict[str, str]:
     """What a stage process gets on top of this environment: the hub-offline variables unless the hub is allowed
-    (a value the user exported wins either way)."""
-    return {} if allow_hub else {k: os.environ.get(k, v) for k, v in HUB_OFFLINE.items()}
+    (a value the user exported wins either way), and only the GPUs `gpus` when given (proxlab.core.devices: this
+    task's own, under SPMD)."""
+    env = {} if allow_hub else {k: os.environ.get(k, v) for k, v in HUB_OFFLINE.items()}
+    if gpus is not None:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+    return env
 
 
 def run_stage_process(stage: str, python: str, module: str, spec_path: Path, env: dict[str, str] | None = None) -> int:

@@ -7,7 +7,7 @@ Steps, tokens and gradient accumulation come from `proxlab.core.config.training_
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from proxlab.core.config import CorpusConfig, ExperimentConfig, TrainingPlan, as_dict, split_settings, training_plan
@@ -153,11 +153,18 @@ def describe_pool(cfg: ExperimentConfig, measure: PoolMeasure | None, train_toke
 def refining_flops(cfg: ExperimentConfig, raw: float | None = None) -> tuple[list[str], float]:
     """Paper Eqs. 11–13: C_doc ≈ 2·N_doc·D_raw, C_chunk ≈ 2·N_chunk·D_doc (D_output ≪ D_raw); D_raw: `raw` (the
     measured pool), else corpus.tokens."""
+    lines, by_level = refining_flops_by_level(cfg, raw)
+    return lines, float(sum(by_level.values()))
+
+
+def refining_flops_by_level(cfg: ExperimentConfig, raw: float | None = None) -> tuple[list[str], dict[str, float]]:
+    """`refining_flops`, per level ("doc", "chunk"): a sweep counts each level's artifact once (ProX-D's doc level is
+    also ProX-D+C's)."""
     raw = cfg.corpus.tokens if raw is None else raw
     variant = cfg.refine.variant
     if variant not in ("doc", "prox") or raw is None:
-        return [], 0.0
-    lines, total = [], 0.0
+        return [], {}
+    lines, by_level = [], {}
     levels = [("doc", cfg.refine.doc, raw)]
     if variant == "prox":
         levels.append(("chunk", cfg.refine.chunk, raw * cfg.refine.expected_doc_kept))
@@ -166,9 +173,9 @@ def refining_flops(cfg: ExperimentConfig, raw: float | None = None) -> tuple[lis
             lines.append(f"refine {level}: refine.{level}.size_preset not set; its FLOPs are left out")
             continue
         flops = inference_flops(non_embedding_params(model_config(gen.size_preset)), tokens, 0)
-        total += flops
+        by_level[level] = flops
         lines.append(f"refine {level}: {gen.size_preset} refiner over {tokens:.3g} tokens → {flops:.3e} FLOPs")
-    return lines, total
+    return lines, by_level
 
 
 def variant_tokens(cfg: ExperimentConfig, raw: float | None = None) -> float | None:
@@ -188,7 +195,8 @@ class CostEstimate:
     train_tokens: float
     train_flops: float
     refine_flops: float
-    refine_key: str | None = None  # the keys of its refine.generate stages; None: no refining
+    # refine.generate stage key -> its FLOPs (a level without a planned key is named "<experiment>/<level>")
+    refinings: dict[str, float] = field(default_factory=dict)
     train_key: str | None = None  # the pretrain stage's key
 
 
@@ -201,10 +209,11 @@ def cost_estimate(cfg: ExperimentConfig, stage_keys: dict[str, str] | None = Non
     the measured raw pool, when its prepare artifact exists)."""
     keys = stage_keys or {}
     mc, tokens = planned_model(cfg), planned_training(cfg).tokens
-    refine = refining_flops(cfg, raw_pool_tokens(cfg, measured_pool(cfg))[0])[1]
-    generate = [key for name, key in keys.items() if name.startswith("refine.generate")]
-    return CostEstimate(str(cfg.name), float(tokens), training_flops(non_embedding_params(mc), tokens), refine,
-                        "+".join(generate) if refine and generate else None, keys.get("pretrain"))
+    by_level = refining_flops_by_level(cfg, raw_pool_tokens(cfg, measured_pool(cfg))[0])[1]
+    refinings = {keys.get(f"refine.generate_{level}") or f"{cfg.name}/{level}": flops
+                 for level, flops in by_level.items()}
+    return CostEstimate(str(cfg.name), float(tokens), training_flops(non_embedding_params(mc), tokens),
+                        float(sum(by_level.values())), refinings, keys.get("pretrain"))
 
 
 def describe_costs(cfg: ExperimentConfig, mfu: float = 0.4, measure: PoolMeasure | None = None) -> list[str]:
@@ -229,15 +238,17 @@ def describe_costs(cfg: ExperimentConfig, mfu: float = 0.4, measure: PoolMeasure
 
 def describe_sweep_costs(estimates: list[CostEstimate], mfu: float = 0.4) -> list[str]:
     """The total of a sweep's experiments. A refining (or training) shared by several experiments, like one refined
-    corpus under three base sizes in Fig. 5, is one artifact and is counted once here (each run's own line has it)."""
-    refinings = {e.refine_key or f"{i}": e.refine_flops for i, e in enumerate(estimates) if e.refine_flops}
+    corpus under three base sizes in Fig. 5, or ProX-D's doc level inside ProX-D+C, is one artifact and is counted once
+    here (each run's own line has it)."""
+    refinings = {key: flops for e in estimates for key, flops in e.refinings.items()}
     trainings = {e.train_key or f"{i}": (e.train_tokens, e.train_flops) for i, e in enumerate(estimates)}
     refine = sum(refinings.values())
     train = sum(f for _, f in trainings.values())
     tokens = sum(t for t, _ in trainings.values())
     refined = sum(1 for e in estimates if e.refine_flops)
     lines = [f"sweep of {len(estimates)} experiments: {len(trainings)} trainings over {tokens:.3g} tokens; "
-             f"{len(refinings)} distinct refinings for {refined} refined experiments (a shared one counted once)",
+             f"{len(refinings)} distinct refining stages for {refined} refined experiments (a shared one counted "
+             f"once)",
              f"sweep FLOPs: refine {refine:.3e} + train {train:.3e} = {refine + train:.3e}"]
     for gpu in GPU_PEAK_FLOPS:
         lines.append(f"sweep GPU-hours at {mfu:.0%} MFU on {gpu}: refine {gpu_hours(refine, gpu, mfu):,.0f}, "

@@ -14,29 +14,39 @@ import os
 import shutil
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from proxlab.core.config import ConfigError
+from proxlab.core.devices import engine_of, task_gpus, task_layout, visible_gpus
+from proxlab.core.logs import RUN_LOG, get_logger, setup_logging
 from proxlab.core.paths import data_dir
 from proxlab.core.stage import EXIT_REQUEUE, SPEC_FILE, StageSpec, atomic_write_text, is_complete, rank_and_world
 from proxlab.core.tracking import METRICS, MetricsLogger
 from proxlab.runner.compose import CONF_DIR, register_schemas
 from proxlab.runner.graph import PlannedStage, plan, run_key
-from proxlab.runner.launcher import (StageFailed, install_preemption_handlers, interpreter, preempted,
-                                    run_stage_process, stage_env)
+from proxlab.runner.launcher import (StageFailed, available_interpreters, install_preemption_handlers, interpreter,
+                                    preempted, run_stage_process, stage_env)
 from proxlab.runner.ledger import SUMMARY, Ledger, StageEntry, collect_stage_metrics, experiment_summary
+from proxlab.runner.sweep import FAILURE, failed_experiment, failure_record, write_failure
 from proxlab.runner.validate import validate
 
 FAILED = "_FAILED"
+# The experiments of this process's sweep (`run -m`) that failed: the sweep goes on, and main() exits non-zero at the
+# end. Hydra runs a local sweep's jobs in this process, one after another.
+FAILED_EXPERIMENTS: list[dict] = []
 
 register_schemas()
 
 
+_log = get_logger("runner")
+
+
 def log(msg: str) -> None:
-    print(f"[proxlab] {msg}", flush=True)
+    _log.info(msg)
 
 
 def run_directory(cfg: DictConfig, stages: list[PlannedStage]) -> Path:
@@ -79,15 +89,27 @@ def wait_for(out_dir: Path, stage: str, poll_s: float = 2.0) -> None:
 
 
 @contextlib.contextmanager
-def artifact_lock(out_dir: Path, enabled: bool):
-    """One writer per artifact: concurrent experiments (or job-array tasks) that need the same single-process stage
-    take turns; the second finds it complete and reuses it."""
+def artifact_lock(out_dir: Path, enabled: bool, poll_s: float = 2.0):
+    """One writer per artifact: concurrent experiments (the jobs of a submitted sweep, job-array tasks) that need the
+    same single-process stage take turns; the second finds it complete and reuses it. While waiting, a preemption
+    signal still requeues the job."""
     if not enabled:
         yield
         return
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with open(out_dir.parent / f".{out_dir.name}.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+        announced = False
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not announced:
+                    log(f"{out_dir.parent.name}: another experiment is computing {out_dir}; waiting for it")
+                    announced = True
+                if preempted():
+                    exit_for_requeue(f"while waiting for {out_dir.parent.name}")
+                time.sleep(poll_s)
         try:
             yield
         finally:
@@ -96,13 +118,41 @@ def artifact_lock(out_dir: Path, enabled: bool):
 
 def shard_identity(cfg: DictConfig, stage: PlannedStage, rank: int, world: int) -> dict:
     """Rank and world a stage process sees: a job-array task's own (slurm/refine_array.sh runs prepare and the refine
-    stages as an array: every sharded stage before tokenize), the SPMD rank, or 0/1."""
+    stages as an array: every sharded stage before tokenize), the SPMD rank, or 0/1. A refiner with
+    tensor_parallel_size=k runs one engine per k tasks of a node: its shards go to the engines (the engine's rank and
+    world), and a task that does not lead an engine is `idle`: it waits for the stage, as non-zero ranks do for a
+    single-process stage."""
     in_array = stage.name == "prepare" or stage.name.startswith("refine.")
     if in_array and cfg.refine.shard_rank is not None:  # range checked at compose time
         return {"rank": cfg.refine.shard_rank, "world_size": cfg.refine.num_shards, "array": True}
     if stage.definition.spmd:
+        engine = engine_of(task_layout(), *engine_size(stage))
+        if engine is not None:
+            return {"rank": engine.rank, "world_size": engine.world, **({} if engine.leader else {"idle": True})}
         return {"rank": rank, "world_size": world}
     return {"rank": 0, "world_size": 1}
+
+
+def engine_size(stage: PlannedStage) -> tuple[int, str]:
+    """(GPUs per engine, the setting that says so) of a stage: a refiner's tensor_parallel_size; 1 for the others."""
+    if stage.name.startswith("refine.generate_"):
+        return int(stage.config.get("tensor_parallel_size", 1)), f"refine.{stage.config['level']}.tensor_parallel_size"
+    return 1, ""
+
+
+def stage_gpus(stage: PlannedStage) -> list[str] | None:
+    """The GPUs this task's process of `stage` may see (proxlab.core.devices), or None to leave them as they are:
+    Fabric's processes (pretraining) take cuda:<local rank> of all their node's GPUs themselves."""
+    if stage.definition.fabric:
+        return None
+    return task_gpus(visible_gpus(), task_layout(), *engine_size(stage))
+
+
+def check_gpu_layout(stages: list[PlannedStage]) -> None:
+    """Every stage's GPUs can be handed out; else a GpuLayoutError (a ConfigError naming the numbers) before the first
+    stage runs, not hours later when the refiner starts."""
+    for stage in stages:
+        stage_gpus(stage)
 
 
 def execute(cfg: DictConfig, stage: PlannedStage, run_dir: Path, rank: int, world: int) -> bool:
@@ -127,6 +177,11 @@ def _execute(cfg: DictConfig, stage: PlannedStage, run_dir: Path, rank: int, ide
         log(f"{stage.name}: rank {rank} waiting for rank 0")
         wait_for(stage.out_dir, stage.name)
         return False
+    if identity.get("idle"):
+        log(f"{stage.name}: rank {rank} is part of an engine of {engine_size(stage)[0]} GPUs that another rank runs; "
+            f"waiting for the stage")
+        wait_for(stage.out_dir, stage.name)
+        return False
     stage.out_dir.mkdir(parents=True, exist_ok=True)
     (stage.out_dir / FAILED).unlink(missing_ok=True)
     spec = StageSpec(
@@ -136,7 +191,7 @@ def _execute(cfg: DictConfig, stage: PlannedStage, run_dir: Path, rank: int, ide
         run_dir=str(run_dir), experiment=cfg.name, logger=wandb_settings(cfg), sources=stage.sources,
         runtime={"data_dir": str(data_dir(cfg.paths.data_dir)), "devices": cfg.cluster.devices,
                  "num_nodes": cfg.cluster.num_nodes, "accelerator": cfg.cluster.accelerator,
-                 "settings": stage.runtime, **identity},
+                 "settings": stage.runtime, "envs": available_interpreters(dict(cfg.cluster.envs)), **identity},
     )
     spec_path = stage.out_dir / (SPEC_FILE if identity["rank"] == 0 else f"spec.rank{identity['rank']}.json")
     spec.save(spec_path)
@@ -144,7 +199,7 @@ def _execute(cfg: DictConfig, stage: PlannedStage, run_dir: Path, rank: int, ide
     log(f"{stage.name}: running {stage.definition.module} in env {stage.env!r} → {stage.out_dir}")
     t0 = time.perf_counter()
     code = run_stage_process(stage.name, python, stage.definition.module, spec_path,
-                             env=stage_env(cfg.cluster.allow_hub))
+                             env=stage_env(cfg.cluster.allow_hub, stage_gpus(stage)))
     if code == EXIT_REQUEUE or (code != 0 and preempted()):
         exit_for_requeue(f"during {stage.name} (its exit code {code})")
     if code != 0:
@@ -188,13 +243,18 @@ def run_experiment(cfg: DictConfig) -> dict:
     stages = plan(cfg, artifacts)
     run_dir = run_directory(cfg, stages)
     rank, world = rank_and_world()
+    # Rank 0 talks, the others only warn; Hydra's handlers (console, job log) show what propagates, and the run's
+    # run.log, which its stage processes append to too, gets it all (not for a plan: it writes nothing).
+    setup_logging(rank=rank, console=False, log_file=None if cfg.dry_run else run_dir / RUN_LOG)
     cost = print_plan(cfg, exp, stages, run_dir)
     if cfg.dry_run:
         return {"cost": cost}
+    check_gpu_layout(stages)
     install_preemption_handlers()
     t0 = time.perf_counter()
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / FAILURE).unlink(missing_ok=True)  # this attempt replaces an earlier one's failure
         atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         atomic_write_text(run_dir / "plan.json", json.dumps(
             [{"stage": s.name, "key": s.key, "out_dir": str(s.out_dir), "inputs": {k: v.key for k, v in s.inputs.items()}}
@@ -205,17 +265,17 @@ def run_experiment(cfg: DictConfig) -> dict:
             reused = execute(cfg, stage, run_dir, rank, world)
         except ArrayTaskDone:
             return {}
+        except StageFailed as failure:
+            if rank == 0:  # the report's failed row: which stage, the error, its spec and the run's log
+                write_failure(run_dir, failure_record(run_labels(cfg, run_dir), stage, str(failure),
+                                                      failure.returncode))
+            raise
         if rank == 0:
             ledger.add(StageEntry.from_manifest(stage.name, stage.key, stage.out_dir, reused))
             write_run_metrics(run_dir, ledger)
     if rank != 0:
         return {}
-    labels = {"experiment": cfg.name, "sweep": cfg.sweep or cfg.name, "variant": cfg.refine.variant,
-              "model": cfg.model.preset, "corpus": cfg.corpus.name, "run_dir": str(run_dir),
-              "paper_table": cfg.paper_table,
-              "report_row": cfg.report_row or f"{cfg.model.preset}/{cfg.refine.variant}",
-              "refiner_presets": refiner_presets(cfg),
-              "wall_s": round(time.perf_counter() - t0, 1)}
+    labels = {**run_labels(cfg, run_dir), "wall_s": round(time.perf_counter() - t0, 1)}
     summary = experiment_summary(ledger, labels)
     atomic_write_text(run_dir / SUMMARY, json.dumps(summary, indent=2, sort_keys=True))
     logger = MetricsLogger(run_dir / METRICS, job="summary", logger_cfg=wandb_settings(cfg), run_dir=run_dir,
@@ -227,6 +287,15 @@ def run_experiment(cfg: DictConfig) -> dict:
         + (f" ({', '.join(reused)})" if reused else ""))
     print_summary(summary)
     return summary
+
+
+def run_labels(cfg: DictConfig, run_dir: Path) -> dict:
+    """What names a run in its summary (and in the record of its failure): the report's row."""
+    return {"experiment": cfg.name, "sweep": cfg.sweep or cfg.name, "variant": cfg.refine.variant,
+            "model": cfg.model.preset, "corpus": cfg.corpus.name, "run_dir": str(run_dir),
+            "paper_table": cfg.paper_table,
+            "report_row": cfg.report_row or f"{cfg.model.preset}/{cfg.refine.variant}",
+            "refiner_presets": refiner_presets(cfg)}
 
 
 def refiner_presets(cfg: DictConfig) -> dict[str, str | None]:
@@ -256,15 +325,34 @@ def print_summary(summary: dict) -> None:
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def hydra_main(cfg: DictConfig) -> dict:
-    # The return value reaches Hydra callbacks (job_return.return_value): a sweep's plan sums its experiments' costs.
+    # The return value reaches Hydra callbacks (job_return.return_value): a sweep's plan sums its experiments' costs,
+    # its report shows the failed ones.
     try:
         return run_experiment(cfg)
-    except StageFailed as e:
-        log(str(e))
-        sys.exit(1)
-    except ConfigError as e:
-        log(f"config error: {e}")
-        sys.exit(2)
+    except (StageFailed, ConfigError) as e:
+        message = f"config error: {e}" if isinstance(e, ConfigError) else str(e)
+        log(message)
+        if not in_sweep():
+            sys.exit(2 if isinstance(e, ConfigError) else 1)
+        recorded = isinstance(e, StageFailed)  # run_experiment wrote the run directory's failure record
+    except Exception as e:  # a sweep's other experiments still run; a single run shows the traceback as it is
+        if not in_sweep():
+            raise
+        message, recorded = f"{type(e).__name__}: {e}", False
+        log(f"experiment failed:\n{traceback.format_exc().rstrip()}")
+    # A sweep goes on with its next experiment; main() exits non-zero once all have run.
+    failure = {**failed_experiment(cfg, message), "recorded": recorded}
+    FAILED_EXPERIMENTS.append(failure)
+    log(f"experiment {failure['experiment']} ({' '.join(failure['overrides'])}) failed; the sweep goes on")
+    return {"failed": failure}
+
+
+def in_sweep() -> bool:
+    """Whether this Hydra job is one experiment of a local multirun (`run -m`)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -273,7 +361,13 @@ def main(argv: list[str] | None = None) -> None:
     # (and an unhelpful "unrecognized arguments" otherwise) that -m/--multirun may go anywhere.
     flags = [a for a in argv if a in ("-m", "--multirun")]
     sys.argv = [sys.argv[0], *flags, *[a for a in argv if a not in flags]]
+    FAILED_EXPERIMENTS.clear()
     hydra_main()
+    if FAILED_EXPERIMENTS:
+        log(f"{len(FAILED_EXPERIMENTS)} experiment(s) of the sweep failed (the report lists them):")
+        for failure in FAILED_EXPERIMENTS:
+            log(f"  {' '.join(failure['overrides'])}: {failure['error']}")
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -52,6 +52,11 @@ def check_eval_tasks(exp: ExperimentConfig) -> None:
     if unknown:
         raise ConfigError(f"eval.task_files.{unknown[0]}", exp.eval.task_files[unknown[0]],
                           f"suite {suite.name!r} has no task(s) {unknown}; it has {sorted(suite.tasks)}")
+    scored = [t for t in (exp.eval.tasks or suite.tasks) if suite.tasks[t].kind != "gen"]
+    if exp.eval.generation_backend == "vllm" and scored:
+        raise ConfigError("eval.generation_backend", "vllm",
+                          f"vLLM only generates, and suite {suite.name!r} scores {scored} by log-likelihood: use "
+                          f"generation_backend=litgpt (or eval=math, whose tasks all generate)")
 
 
 def check_missing_task_rule(exp: ExperimentConfig) -> None:

@@ -9,6 +9,7 @@
 #   PROXLAB_SLURM_ROOT     state, logs, pid files            (default /var/lib/proxlab-slurm)
 #   PROXLAB_SLURM_NODES    number of slurmd "nodes"            (default 2: n1, n2)
 #   PROXLAB_SLURM_CPUS     CPUs advertised per node            (default: nproc, at least 2)
+#   PROXLAB_SLURM_GPUS     GPU GRES per node, on dummy files   (default 2; 0: no GRES)
 #   PROXLAB_SLURM_TIMEOUT  seconds to wait for all nodes idle  (default 30)
 #   PROXLAB_SLURM_NO_INSTALL=1  never run apt-get; fail (exit 20) when packages are missing
 #   PROXLAB_SLURM_FORCE=1  overwrite an /etc/slurm/slurm.conf that this recipe did not write
@@ -17,7 +18,11 @@ PSC_ROOT=${PROXLAB_SLURM_ROOT:-/var/lib/proxlab-slurm}
 PSC_NODES=${PROXLAB_SLURM_NODES:-2}
 # shellcheck disable=SC2034  # used by the scripts that source this file
 PSC_TIMEOUT=${PROXLAB_SLURM_TIMEOUT:-30}
+# shellcheck disable=SC2034
+PSC_GPUS=${PROXLAB_SLURM_GPUS:-2}
 PSC_CONF=/etc/slurm/slurm.conf
+# shellcheck disable=SC2034
+PSC_GRES_CONF=/etc/slurm/gres.conf
 PSC_MARK="proxlab-slurm-testcluster"            # in slurm.conf's header and on our /etc/hosts line
 # shellcheck disable=SC2034
 PSC_PACKAGES=(slurmctld slurmd slurm-client munge tini)

@@ -16,7 +16,10 @@ psc_hosts_remove
 if [[ -f $PSC_CONF ]] && psc_conf_is_ours; then
     rm -f "$PSC_CONF"
 fi
-rm -rf "$PSC_ROOT/state"
+if [[ -f $PSC_GRES_CONF ]] && grep -q "$PSC_MARK" "$PSC_GRES_CONF"; then
+    rm -f "$PSC_GRES_CONF"
+fi
+rm -rf "${PSC_ROOT:?}/state" "${PSC_ROOT:?}/dev"
 
 t1=$(date +%s.%N)
 psc_log "down in $(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f", b - a}') s (logs kept in $PSC_ROOT/log)"

@@ -15,6 +15,7 @@ t0=$(date +%s.%N)
 psc_require_root
 
 [[ $PSC_NODES =~ ^[1-9][0-9]*$ ]] || psc_die "PROXLAB_SLURM_NODES must be a positive integer, got '$PSC_NODES'"
+[[ $PSC_GPUS =~ ^(0|[1-9][0-9]*)$ ]] || psc_die "PROXLAB_SLURM_GPUS must be a non-negative integer, got '$PSC_GPUS'"
 
 # --- 1. packages -------------------------------------------------------------------------------------------------
 missing=()
@@ -137,15 +138,46 @@ SlurmdLogFile=$PSC_ROOT/log/slurmd-%n.log
 SlurmctldDebug=info
 SlurmdDebug=info
 EOF
+    # Fake GPUs: Slurm tracks GPU GRES by the files gres.conf names (no GPU or NVML needed) and, without cgroups,
+    # hands them to jobs through CUDA_VISIBLE_DEVICES alone, which is what the orchestrator's GPU binding reads.
+    gres=""
+    if ((PSC_GPUS > 0)); then
+        echo "GresTypes=gpu"
+        gres=" Gres=gpu:$PSC_GPUS"
+    fi
     port=17001
     for node in "${nodes[@]}"; do
-        echo "NodeName=$node NodeHostname=localhost NodeAddr=127.0.0.1 Port=$port CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN"
+        echo "NodeName=$node NodeHostname=localhost NodeAddr=127.0.0.1 Port=$port CPUs=$cpus RealMemory=$mem_mb$gres State=UNKNOWN"
         port=$((port + 1))
     done
     echo "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP"
 } >"$tmp_conf"
 chmod 0644 "$tmp_conf"
 mv -f "$tmp_conf" "$PSC_CONF"
+
+# gres.conf: one dummy device per GPU and node (distinct paths per node), no autodetection (there is no NVML).
+# Slurm drops a File= that is not a character or block device (and then sets no CUDA_VISIBLE_DEVICES), so each dummy
+# is a character device with the numbers of /dev/null: harmless should anything open it.
+rm -rf "${PSC_ROOT:?}/dev"
+if ((PSC_GPUS > 0)); then
+    tmp_gres=$(mktemp /etc/slurm/.gres.conf.XXXXXX)
+    {
+        echo "# $PSC_MARK: written by slurm/testcluster/up.sh; removed by down.sh. Do not edit (rewritten on every up)."
+        echo "AutoDetect=off"
+        for node in "${nodes[@]}"; do
+            install -d -m 0755 "$PSC_ROOT/dev/$node"
+            for ((g = 0; g < PSC_GPUS; g++)); do
+                mknod -m 0666 "$PSC_ROOT/dev/$node/nvidia$g" c 1 3 ||
+                    psc_die "mknod $PSC_ROOT/dev/$node/nvidia$g failed (a fake GPU); PROXLAB_SLURM_GPUS=0 goes without"
+            done
+            echo "NodeName=$node Name=gpu File=$PSC_ROOT/dev/$node/nvidia[0-$((PSC_GPUS - 1))]"
+        done
+    } >"$tmp_gres"
+    chmod 0644 "$tmp_gres"
+    mv -f "$tmp_gres" "$PSC_GRES_CONF"
+elif [[ -f $PSC_GRES_CONF ]] && grep -q "$PSC_MARK" "$PSC_GRES_CONF"; then
+    rm -f "$PSC_GRES_CONF"
+fi
 
 # Node names must resolve (rendezvous code connects to the first host of SLURM_JOB_NODELIST).
 if [[ -w /etc/hosts ]]; then
@@ -183,4 +215,4 @@ while :; do
 done
 
 t1=$(date +%s.%N)
-psc_log "up in $(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f", b - a}') s: nodes ${nodes[*]} idle (${cpus} CPUs, ${mem_mb} MB each), state in $PSC_ROOT, conf $PSC_CONF"
+psc_log "up in $(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f", b - a}') s: nodes ${nodes[*]} idle (${cpus} CPUs, ${mem_mb} MB, ${PSC_GPUS} GPUs each), state in $PSC_ROOT, conf $PSC_CONF"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import json
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -119,3 +120,34 @@ def test_run_stage_writes_manifest_and_success_only_for_the_finalizer(tmp_path):
     result = run_stage(main, spec(tmp_path / "a", rank=0, world_size=2, array=True))
     assert result.counts == {"docs": 60} and is_complete(tmp_path / "a")
     assert json.loads((tmp_path / "a" / "manifest.json").read_text())["counts"] == {"docs": 60}
+
+
+def test_spmd_ranks_of_two_jobs_split_one_stage_and_one_of_them_finalizes(tmp_path):
+    """Two jobs run the same stage at once (experiments of a sweep submitted as jobs share it), each as rank 0 of its
+    own world: every shard is done once, by whichever job claims it; one rank 0 finalizes, the other waits for its
+    `_SUCCESS` and writes nothing. A shard held by a process that dies is done by a waiting job."""
+    held = open(tmp_path / ".shard-00005.lock", "w")  # a third job's rank is on shard 5 ...
+    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def job(name: str, results: dict) -> None:
+        def main(s: StageSpec):
+            total = run_shards(s, works[name].work(), poll_s=0.05)
+            return None if total is None else StageResult(counts={"docs": total.docs_in})
+
+        results[name] = run_stage(main, spec(tmp_path, rank=0, world_size=1))
+
+    works, results = {"a": Work(tmp_path), "b": Work(tmp_path)}, {}
+    threads = [threading.Thread(target=job, args=(name, results)) for name in works]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 30
+    while len(works["a"].calls) + len(works["b"].calls) < 5 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not is_complete(tmp_path)  # both wait for shard 5
+    held.close()  # ... and dies: one of the waiting jobs takes it
+    for t in threads:
+        t.join(timeout=30)
+    assert sorted(works["a"].calls + works["b"].calls) == list(range(6))
+    finalized = [name for name, result in results.items() if result is not None]
+    assert len(finalized) == 1 and results[finalized[0]].counts == {"docs": 60}
+    assert works["a"].checks + works["b"].checks == 1 and is_complete(tmp_path)

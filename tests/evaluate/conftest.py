@@ -51,7 +51,9 @@ def train_tokenizer(out_dir: Path, vocab_size: int = 1024, add_bos: bool = True)
          "add_bos_token": add_bos, "model_max_length": TINY_CONFIG["block_size"]}))
 
 
-def save_checkpoint(ckpt_dir: Path, tok_dir: Path, seed: int, wrapped: bool = True, step: int | None = None) -> None:
+def save_checkpoint(ckpt_dir: Path, tok_dir: Path, seed: int, wrapped: bool = True, step: int | None = None,
+                    config: dict | None = None) -> None:
+    """A random checkpoint of ``config`` (default ``TINY_CONFIG``)."""
     import shutil
 
     import torch
@@ -59,7 +61,8 @@ def save_checkpoint(ckpt_dir: Path, tok_dir: Path, seed: int, wrapped: bool = Tr
     from litgpt import GPT, Config
 
     torch.manual_seed(seed)
-    config = Config(**TINY_CONFIG)
+    model_config = dict(config or TINY_CONFIG)
+    config = Config(**model_config)
     model = GPT(config)
     model.apply(model._init_weights)
     with torch.no_grad():  # larger-than-default weights make the random model's preferences sharp
@@ -69,7 +72,7 @@ def save_checkpoint(ckpt_dir: Path, tok_dir: Path, seed: int, wrapped: bool = Tr
     state = model.state_dict()
     payload = {"model": state, "optimizer": {}, "iter_num": step or 0, "step_count": step or 0} if wrapped else state
     torch.save(payload, ckpt_dir / "lit_model.pth")
-    (ckpt_dir / "model_config.yaml").write_text(yaml.safe_dump(dict(TINY_CONFIG)))
+    (ckpt_dir / "model_config.yaml").write_text(yaml.safe_dump(model_config))
     for f in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy2(tok_dir / f, ckpt_dir / f)
 

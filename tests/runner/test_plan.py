@@ -36,13 +36,26 @@ def test_raw_has_no_refining_cost_and_gpu_hours_are_printed():
 def test_sweep_total_counts_a_shared_refining_once():
     from proxlab.runner.planning import CostEstimate, describe_sweep_costs
 
-    fig5 = [CostEstimate("xs_raw", 26.2e9, 4.9e19, 0.0, None, "p1"),
-            CostEstimate("xs_prox", 26.2e9, 4.9e19, 5.1e19, "g1+g2", "p2"),
-            CostEstimate("s_prox", 26.2e9, 1.1e20, 5.1e19, "g1+g2", "p3")]  # one refined corpus, two base sizes
+    fig5 = [CostEstimate("xs_raw", 26.2e9, 4.9e19, 0.0, {}, "p1"),
+            CostEstimate("xs_prox", 26.2e9, 4.9e19, 5.1e19, {"g1": 3.9e19, "g2": 1.2e19}, "p2"),
+            CostEstimate("s_prox", 26.2e9, 1.1e20, 5.1e19, {"g1": 3.9e19, "g2": 1.2e19}, "p3"),  # same corpus
+            CostEstimate("s_doc", 26.2e9, 1.1e20, 3.9e19, {"g1": 3.9e19}, "p4")]  # ProX-D: ProX-D+C's doc level
     lines = describe_sweep_costs(fig5)
-    assert "3 trainings over 7.86e+10 tokens; 1 distinct refinings for 2 refined experiments" in lines[0]
-    assert lines[1] == "sweep FLOPs: refine 5.100e+19 + train 2.080e+20 = 2.590e+20"
+    assert "4 trainings over 1.05e+11 tokens; 2 distinct refining stages for 3 refined experiments" in lines[0]
+    assert lines[1] == "sweep FLOPs: refine 5.100e+19 + train 3.180e+20 = 3.690e+20"
     assert any(line.startswith("sweep GPU-hours at 40% MFU on H100") for line in lines)
+
+
+def test_table2_sweep_counts_the_doc_level_of_doc_and_prox_once():
+    from proxlab.runner.planning import cost_estimate, describe_sweep_costs
+
+    costs = [cost_estimate(compose(["exp=table2", f"refine={v}"]), {f"refine.generate_{lvl}": f"{lvl}-key"
+                                                                   for lvl in ("doc", "chunk")})
+             for v in ("doc", "prox")]
+    doc, prox = costs
+    assert prox.refine_flops > doc.refine_flops > 0
+    total = float(describe_sweep_costs(costs)[1].split()[3])
+    assert total == pytest.approx(prox.refine_flops, rel=1e-3)  # doc's refining is prox's doc level, counted once
 
 
 def test_plan_of_a_sweep_prints_each_experiment_and_the_total(tmp_path):

@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
-from tqdm import tqdm
+
+from proxlab.core.logs import progress
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ class SharedContextHFLM(HFLM):
             for i, r in zip(long_idx, fallback):
                 out[i] = r
         order = sorted(groups, key=lambda k: -len(k))
-        for ctx in tqdm(order, disable=disable_tqdm or self.rank != 0, desc="loglikelihood (shared context)"):
+        for ctx in progress(order, desc="loglikelihood (shared context)", unit="contexts", disable=disable_tqdm):
             idx = groups[ctx]
             try:
                 scored = self._score_group(list(ctx), [list(requests[i][2]) for i in idx])

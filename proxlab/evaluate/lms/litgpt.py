@@ -14,6 +14,8 @@ stripped), ``model_config.yaml``, ``tokenizer.json`` + ``tokenizer_config.json``
   ``tokenizer_config.json``), the analogue of Hugging Face ``add_special_tokens=True`` that lighteval used;
   ``add_bos_token=True/False`` overrides it.
 - Fixed batch size, deterministic order (longest first), float32 on CPU by default.
+- Every finished request goes to ``cache_hook.add_partial`` at once (lm-eval's request cache, ``use_cache``), so a
+  killed or preempted evaluation keeps the requests it finished.
 
 Registered with lm-eval as ``litgpt`` when this module is imported: ``proxlab lm-eval --model litgpt --model_args
 checkpoint_dir=...`` (lm-eval's command line after this import). lm-eval 0.4.13 fills its model registry with its own
@@ -23,6 +25,7 @@ registered; otherwise ``hf``, ``vllm``... would be unknown in the same process.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from pathlib import Path
@@ -34,7 +37,8 @@ import torch.nn.functional as F
 from lm_eval import utils as lm_utils
 from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
-from tqdm import tqdm
+
+from proxlab.core.logs import ProgressBar, progress
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +65,16 @@ def is_litgpt_checkpoint(path: str | Path) -> bool:
 
 
 def checkpoint_step(checkpoint_dir: str | Path, meta: dict[str, Any] | None = None) -> int | None:
-    """The optimizer step of a checkpoint: ``step_count`` saved in ``lit_model.pth``, else the ``step-XXXXXXXX`` dir
-    name, else None."""
+    """The optimizer step of a checkpoint: ``step_count`` saved in ``lit_model.pth``, else the ``step`` of the
+    ``trainer_state.json`` proxlab's pretraining writes into every checkpoint (``final/`` too), else the
+    ``step-XXXXXXXX`` dir name, else None."""
     if meta and meta.get("step_count") is not None:
         return int(meta["step_count"])
+    state = Path(checkpoint_dir) / "trainer_state.json"
+    if state.is_file():
+        step = json.loads(state.read_text()).get("step")
+        if step is not None:
+            return int(step)
     m = re.match(r"^step-(\d+)$", Path(checkpoint_dir).name)
     return int(m.group(1)) if m else None
 
@@ -197,34 +207,42 @@ class LitGPTLM(TemplateLM):
         if not requests:
             return []
         items = []  # (request index, input, targets): one per window
+        windows_left = [0] * len(requests)
         for idx, (key, ctx, cont) in enumerate(requests):
             if not cont:
                 raise ValueError(f"empty continuation for request {key!r}")
-            items += [(idx, inp, targets) for inp, targets in self.score_windows(list(ctx), list(cont))]
+            windows = self.score_windows(list(ctx), list(cont))
+            items += [(idx, inp, targets) for inp, targets in windows]
+            windows_left[idx] = len(windows)
         order = sorted(range(len(items)), key=lambda i: (-len(items[i][1]), i))
         bs = override_bs or self.batch_size
         lls, greedy = [0.0] * len(requests), [True] * len(requests)
-        pbar = tqdm(total=len(requests), disable=disable_tqdm or self.rank != 0, desc="loglikelihood (litgpt)")
+        pbar = ProgressBar(len(requests), "loglikelihood (litgpt)", "requests", disable=disable_tqdm)
         for start in range(0, len(order), bs):
             chunk = [items[i] for i in order[start: start + bs]]
             lps = self._forward_logprobs([inp for _, inp, _ in chunk])
+            finished = []
             for (idx, inp, targets), lp in zip(chunk, lps):
                 cont_lp = lp[len(inp) - len(targets): len(inp)]
                 target = torch.tensor(targets, dtype=torch.long, device=cont_lp.device)
                 lls[idx] += float(cont_lp.gather(-1, target[:, None]).sum())
                 greedy[idx] = greedy[idx] and bool((cont_lp.argmax(-1) == target).all())
-            pbar.update(len({idx for idx, _, _ in chunk}))
+                windows_left[idx] -= 1
+                if windows_left[idx] == 0:
+                    finished.append(idx)
+            # each request as soon as its last window is scored: lm-eval's request cache keeps what a killed or
+            # preempted evaluation finished (CachingLM itself stores results only after the whole call returns)
+            for idx in finished:
+                if requests[idx][0] is not None:  # loglikelihood_rolling's windows: it saves the whole string
+                    self.cache_hook.add_partial("loglikelihood", requests[idx][0], (lls[idx], greedy[idx]))
+            pbar.update(len(finished))
         pbar.close()
-        out = list(zip(lls, greedy))
-        if self.cache_hook is not None:
-            for (key, _, _), result in zip(requests, out):
-                if key is not None:
-                    self.cache_hook.add_partial("loglikelihood", key, result)
-        return out
+        return list(zip(lls, greedy))
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         results = []
-        for (string,) in tqdm([r.args for r in requests], disable=disable_tqdm or self.rank != 0):
+        for (string,) in progress([r.args for r in requests], desc="loglikelihood_rolling (litgpt)", unit="requests",
+                                  disable=disable_tqdm):
             windows = list(map(lm_utils.make_disjoint_window, lm_utils.get_rolling_token_windows(
                 token_list=self.tok_encode(string, add_special_tokens=False), prefix_token=self.prefix_token_id,
                 max_seq_len=self.max_length, context_len=1)))
@@ -270,7 +288,7 @@ class LitGPTLM(TemplateLM):
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
         results = []
-        for req in tqdm(requests, disable=disable_tqdm or self.rank != 0, desc="generate_until (litgpt)"):
+        for req in progress(requests, desc="generate_until (litgpt)", unit="requests", disable=disable_tqdm):
             context, gen_kwargs = req.args
             kw = dict(gen_kwargs or {})
             until = kw.pop("until", None) or []

