@@ -58,6 +58,7 @@ from typing import Any
 
 from proxlab.core.config import EvalConfig, load
 from proxlab.core.logs import get_logger
+from proxlab.core.preemption import StopFlag
 from proxlab.core.sharding import Placement, ShardStats, ShardWork, run_shards
 from proxlab.core.stage import (EXIT_REQUEUE, StageResult, StageSpec, accelerator_device, append_jsonl,
                                 atomic_write_text, now_iso, stage_cli)
@@ -143,7 +144,7 @@ def commit_interval() -> float:
 # Preemption
 
 
-class Preemption:
+class Preemption(StopFlag):
     """SIGUSR1 / SIGTERM: stop at the next safe point; ``main`` then exits with ``EXIT_REQUEUE``.
 
     Inside a unit the handler only notes the signal (the model may be in the middle of a forward pass):
@@ -153,25 +154,9 @@ class Preemption:
     writes the results (``finalizing``), a signal is only noted and the stage completes.
     """
 
-    SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
-
     def __init__(self) -> None:
-        self.signum: int | None = None
+        super().__init__()
         self.deferred = False
-        self._previous: dict[int, Any] = {}
-
-    def install(self) -> "Preemption":
-        for sig in self.SIGNALS:
-            self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def uninstall(self) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
-
-    def requested(self) -> bool:
-        return self.signum is not None
 
     def _handle(self, signum, _frame) -> None:
         from proxlab.evaluate.runner import Preempted

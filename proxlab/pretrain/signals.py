@@ -6,28 +6,13 @@ resumes from that checkpoint.
 
 from __future__ import annotations
 
-import signal
+from proxlab.core.preemption import SIGNALS, StopFlag as _StopFlag
 
-SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
+__all__ = ["SIGNALS", "StopFlag"]
 
 
-class StopFlag:
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._previous = {}
-
-    def install(self) -> "StopFlag":
-        for sig in SIGNALS:
-            self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def uninstall(self) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
-
-    def _handle(self, signum, _frame) -> None:
-        self.signum = signum
+class StopFlag(_StopFlag):
+    """The core flag, plus the collective that makes every rank stop at the same step."""
 
     def any_rank(self, fabric) -> bool:
         """True when any rank was signalled (a collective: every rank must call it at the same step)."""
