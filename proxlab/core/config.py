@@ -169,6 +169,68 @@ class RefineConfig:
 
 
 @dataclass
+class AnnotateConfig:
+    """Stage refiner.annotate: a teacher labels seed documents and writes chunk programs (paper §A.1; docs/refiners.md
+    "Teachers and annotation")."""
+
+    teacher: str = "rules"  # rules (datatrove filters + line rules, CPU) | llm (the paper's prompts through a backend)
+    # llm: the teacher model and how to run it, the refine stage's backend settings (decoding is always greedy).
+    # max_prompt_tokens caps the scoring prompts (the document is cut, the prompt's closing instructions kept);
+    # max_new_tokens caps every answer (a critique of up to 100 words plus the score, or a commented program).
+    llm: GenerateConfig = field(default_factory=lambda: GenerateConfig(
+        model="proxlab:smollm2-135m-instruct", max_new_tokens=256, max_prompt_tokens=4096, docs_per_call=16))
+    rules: RulesConfig = field(default_factory=RulesConfig)  # rules: the doc label's filters (refine/rules.py)
+    num_docs: Optional[int] = None  # seed documents: the first num_docs of the input corpus (None: all of it)
+    # Chunking of kept documents, as the refine stage chunks them: the refiner's tokenizer (the `tokenizer` input,
+    # else this path or model name) and its window (refine.chunk.chunk_tokens / overlong_line).
+    refiner_tokenizer: Optional[str] = None
+    chunk_tokens: int = 1500
+    overlong_line: str = "own_chunk"
+    # Fail the stage when more than this fraction of the doc rows, or of the chunk rows, is excluded (unparsable or
+    # out-of-range answers): a broken teacher or prompt, not a few bad answers.
+    max_excluded_fraction: float = 0.5
+
+
+@dataclass
+class SFTPromptConfig:
+    """How the refine stage renders one level's prompts (GenerateConfig's fields of the same names; the graph copies
+    refine.<level>'s values), so SFT examples are rendered and encoded exactly as at inference."""
+
+    chat_format: str = "auto"  # auto | tokenizer | llama2
+    truncation: str = "prompt"  # doc level: prompt | content
+    max_prompt_tokens: int = 2000  # doc level
+    chunk_tokens: int = 1500  # chunk level: the window the annotations were chunked with
+    overlong_line: str = "own_chunk"  # own_chunk | skip
+
+
+@dataclass
+class SFTDataConfig:
+    """refiner.sft_data: teacher annotations -> SFT examples in the refiners' interface (docs/refiners.md, "SFT data:
+    labels, merge, cap, split")."""
+
+    doc: SFTPromptConfig = field(default_factory=SFTPromptConfig)
+    chunk: SFTPromptConfig = field(default_factory=SFTPromptConfig)
+    # The refiner's context: an example whose prompt_ids + answer_ids exceed it is skipped (never cut: a cut prompt
+    # or answer would teach what inference never sees), counted as skipped_too_long.
+    max_seq_len: int = 2048
+    # Doc prompts longer than doc.max_prompt_tokens, which the refine stage truncates: keep (train on the truncated
+    # ids inference sends) | skip.
+    doc_truncated: str = "keep"
+    merge: str = "union"  # how the per-noise programs of one chunk become one target (union: the only rule so far)
+    # Removal-ratio cap: a merged chunk program removing more than this share of the chunk (in removal_unit) is
+    # dropped from the data (over_cap). None: no cap.
+    max_removal_ratio: Optional[float] = 0.5
+    removal_unit: str = "words"  # words | lines | chars
+    # normalize calls whose strings the reference (compat) executor would misread (a double quote, backslash, comma,
+    # ')' or '=') are left out of the target (counted), so both executors run it alike.
+    compat_safe_normalize: bool = True
+    # Validation split, by document (all chunks of a document on one side): < 1 a fraction of the documents, >= 1 a
+    # number of examples per level (the documents with the smallest hash(split_seed, id) until it is reached).
+    val_size: float = 0.1
+    split_seed: int = 0
+
+
+@dataclass
 class TokenizerConfig:
     kind: str = "train_bpe"  # train_bpe: a byte-level BPE trained on the prepared corpus | pretrained
     path: Optional[str] = None  # pretrained: a directory, a name under <data_dir>/tokenizers, or an HF id
@@ -230,6 +292,32 @@ class TrainConfig:
     activation_checkpointing: bool = runtime(False)
     deterministic: Optional[bool] = runtime(None)  # torch deterministic algorithms; None: on for CPU runs, off on GPU
 
+
+
+@dataclass
+class FinetuneConfig:
+    """Stage refiner.finetune: full-parameter SFT of a refiner on a refiner.sft_data artifact (paper §A.2; the choices
+    the paper leaves open are HF Trainer's defaults, which llama-factory, the paper's code base, inherits)."""
+
+    level: str = "doc"  # doc | chunk: the half of the sft_data artifact to train on
+    epochs: int = 3  # §A.2: 3 to 5 over the whole seed data; a checkpoint epoch-NN/ after each
+    global_batch_size: int = 64  # examples per optimizer step, across all ranks (§A.2); the last step takes the rest
+    micro_batch_size: int = 4  # examples per forward pass, padded to the longest of them
+    lr: float = 1e-5  # §A.2: cosine from 1e-5 ...
+    min_lr: float = 1e-6  # ... to 1e-6 at the last step
+    warmup_ratio: float = 0.0  # of all steps, linear from 0 (not stated by the paper: HF Trainer's default)
+    weight_decay: float = 0.0  # HF Trainer's defaults (not stated by the paper) for these five
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    grad_clip: float = 1.0
+    precision: str = "32-true"
+    strategy: str = "auto"  # auto | ddp | fsdp, as train.strategy
+    seed: int = 1234  # the order of the examples in each epoch
+    log_interval: int = runtime(1)
+    compile: bool = runtime(False)
+    activation_checkpointing: bool = runtime(False)  # FSDP only, as train.activation_checkpointing
+    deterministic: Optional[bool] = runtime(None)  # None: on for CPU runs, off on GPU
 
 @dataclass
 class EvalConfig:
@@ -477,6 +565,20 @@ def check_train(t: TrainConfig) -> None:
                           f"train.schedule=wsd needs it in [warmup_steps={t.warmup_steps}, max_steps={t.max_steps}]")
 
 
+
+def check_finetune(f: FinetuneConfig) -> None:
+    if f.level not in ("doc", "chunk"):
+        raise ConfigError("finetune.level", f.level, "expected one of ['doc', 'chunk']")
+    for name in ("epochs", "global_batch_size", "micro_batch_size", "lr", "log_interval"):
+        _positive(f"finetune.{name}", getattr(f, name))
+    _positive("finetune.min_lr", f.min_lr, allow_zero=True)
+    if f.min_lr > f.lr:
+        raise ConfigError("finetune.min_lr", f.min_lr, f"exceeds finetune.lr={f.lr}")
+    if not 0.0 <= f.warmup_ratio < 1.0:
+        raise ConfigError("finetune.warmup_ratio", f.warmup_ratio, "must lie in [0, 1)")
+    if f.strategy not in CHOICES["train.strategy"]:
+        raise ConfigError("finetune.strategy", f.strategy, f"expected one of {list(CHOICES['train.strategy'])}")
+
 def check_generate(g: GenerateConfig, level: str) -> None:
     where = f"refine.{level}"
     for name in ("backend", "overlong_line", "chat_format", "truncation"):
@@ -503,6 +605,33 @@ def check_generate(g: GenerateConfig, level: str) -> None:
 REFINE_DTYPES = ("float32", "bfloat16", "float16")
 DTYPE_ALIASES = {"fp32": "float32", "float": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
 AUTO_REFINE_DTYPE = {"gpu": "float16", "cpu": "bfloat16"}
+
+
+SFT_DATA_CHOICES: dict[str, tuple[str, ...]] = {
+    "doc_truncated": ("keep", "skip"), "merge": ("union",), "removal_unit": ("words", "lines", "chars"),
+    "chat_format": ("auto", "tokenizer", "llama2"), "truncation": ("prompt", "content"),
+    "overlong_line": ("own_chunk", "skip"),
+}
+
+
+def check_sft_data(c: SFTDataConfig, where: str = "refiner.sft_data") -> None:
+    for name in ("doc_truncated", "merge", "removal_unit"):
+        if getattr(c, name) not in SFT_DATA_CHOICES[name]:
+            raise ConfigError(f"{where}.{name}", getattr(c, name), f"must be one of {SFT_DATA_CHOICES[name]}")
+    for level in ("doc", "chunk"):
+        prompt = getattr(c, level)
+        for name in ("chat_format", "truncation", "overlong_line"):
+            if getattr(prompt, name) not in SFT_DATA_CHOICES[name]:
+                raise ConfigError(f"{where}.{level}.{name}", getattr(prompt, name),
+                                  f"must be one of {SFT_DATA_CHOICES[name]}")
+        for name in ("max_prompt_tokens", "chunk_tokens"):
+            _positive(f"{where}.{level}.{name}", getattr(prompt, name))
+    _positive(f"{where}.max_seq_len", c.max_seq_len)
+    if c.max_removal_ratio is not None and not 0 <= c.max_removal_ratio <= 1:
+        raise ConfigError(f"{where}.max_removal_ratio", c.max_removal_ratio, "must be in [0, 1] (or null: no cap)")
+    if c.val_size < 0 or (c.val_size >= 1 and c.val_size != int(c.val_size)):
+        raise ConfigError(f"{where}.val_size", c.val_size,
+                          "must be a fraction in [0, 1) of the documents or a whole number of examples")
 
 
 def resolve_refine_dtype(dtype: str, accelerator: str, key: str = "refine dtype") -> str:

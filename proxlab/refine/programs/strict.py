@@ -372,11 +372,13 @@ def _strict_doc(text: str, output: str, rules: DecisionRules, max_program_chars:
     return result
 
 
-def parse_program(output: str, max_program_chars: int = DEFAULT_MAX_PROGRAM_CHARS) -> tuple[list[tuple], int]:
+def parse_program(output: str, max_program_chars: int = DEFAULT_MAX_PROGRAM_CHARS,
+                  kinds: dict[str, int] | None = None) -> tuple[list[tuple], int]:
     """Strict-parse one model output without executing anything: (call tuples, number of errors).
 
     Useful for inspecting outputs and for accounting; call tuples are ``("remove_lines", start, end)``,
     ``("remove_all",)``, ``("normalize", source, target)`` or ``(name,)`` for the argument-less functions.
+    ``kinds``: a dict of FAILURE_KINDS counts the errors are added to, by kind.
     """
-    kinds = dict.fromkeys(FAILURE_KINDS, 0)
+    kinds = dict.fromkeys(FAILURE_KINDS, 0) if kinds is None else kinds
     return _parse_output_strict(output, max_program_chars, kinds)
