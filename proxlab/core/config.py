@@ -126,7 +126,12 @@ class GenerateConfig:
     docs_per_call: int = 256  # documents per backend call (memory, progress); shards are the corpus's
     env: str = "main"  # which environment runs generation: main | vllm
     size_preset: Optional[str] = plan_only(None)  # the refiner's architecture as a model preset (tlm_xs)
-    chat_format: str = "auto"  # auto: the tokenizer's chat template, else Llama-2-chat | tokenizer | llama2
+    # auto: the tokenizer's chat template, else Llama-2-chat | tokenizer | llama2. refine.doc defaults to llama2
+    # (below): the reference rendered doc prompts with Llama-2-chat whatever the refiner's tokenizer held.
+    chat_format: str = "auto"
+    # Chunk level only: the reference passed the rendered text (starting with <s>) to vLLM, which added its own BOS.
+    # true = those ids (two BOS); refine.chunk defaults to true (below; docs/refine.md "Prompt format").
+    double_bos: bool = False
     truncation: str = "prompt"  # doc level: prompt (cut the rendered prompt, reference) | content (cut the document)
     max_model_len: Optional[int] = None  # context length; None: the model config's max_position_embeddings
     max_num_seqs: Optional[int] = None  # vllm: sequences per engine step; None: vLLM's default
@@ -157,9 +162,10 @@ class RefineConfig:
     num_shards: Optional[int] = runtime(None)
     rules_first: bool = False  # run the rule filters before ProX programs
     rules: RulesConfig = field(default_factory=RulesConfig)
-    doc: GenerateConfig = field(default_factory=GenerateConfig)
+    # The reference's prompt format: Llama-2-chat doc prompts, double-BOS chunk prompts (prompts.py).
+    doc: GenerateConfig = field(default_factory=lambda: GenerateConfig(chat_format="llama2"))
     chunk: GenerateConfig = field(default_factory=lambda: GenerateConfig(
-        model="gair-prox/web-chunk-refining-lm", max_new_tokens=256))
+        model="gair-prox/web-chunk-refining-lm", max_new_tokens=256, double_bos=True))
     apply: ApplyConfig = field(default_factory=ApplyConfig)
     # For `proxlab plan`: the share of tokens that survives each level (paper Table 7, RedPajama-V2: 62.5B raw →
     # 19.0B after ProX-D → 16.0B after ProX-D+C; rules keep 31.5B).
@@ -197,6 +203,7 @@ class SFTPromptConfig:
     refine.<level>'s values), so SFT examples are rendered and encoded exactly as at inference."""
 
     chat_format: str = "auto"  # auto | tokenizer | llama2
+    double_bos: bool = False  # chunk level: the reference's double BOS
     truncation: str = "prompt"  # doc level: prompt | content
     max_prompt_tokens: int = 2000  # doc level
     chunk_tokens: int = 1500  # chunk level: the window the annotations were chunked with
@@ -208,8 +215,9 @@ class SFTDataConfig:
     """refiner.sft_data: teacher annotations -> SFT examples in the refiners' interface (docs/refiners.md, "SFT data:
     labels, merge, cap, split")."""
 
-    doc: SFTPromptConfig = field(default_factory=SFTPromptConfig)
-    chunk: SFTPromptConfig = field(default_factory=SFTPromptConfig)
+    # As refine.doc / refine.chunk default (the reference's format), so a refiner built here matches the released ones.
+    doc: SFTPromptConfig = field(default_factory=lambda: SFTPromptConfig(chat_format="llama2"))
+    chunk: SFTPromptConfig = field(default_factory=lambda: SFTPromptConfig(double_bos=True))
     # The refiner's context: an example whose prompt_ids + answer_ids exceed it is skipped (never cut: a cut prompt
     # or answer would teach what inference never sees), counted as skipped_too_long.
     max_seq_len: int = 2048
@@ -319,6 +327,21 @@ class FinetuneConfig:
     activation_checkpointing: bool = runtime(False)  # FSDP only, as train.activation_checkpointing
     deterministic: Optional[bool] = runtime(None)  # None: on for CPU runs, off on GPU
 
+
+@dataclass
+class SelectConfig:
+    """Stage refiner.select: validation F1 of each epoch checkpoint of a refiner.finetune artifact, the best exported
+    as an HF directory (paper §2.3, §A.3; docs/refiners.md, "Selection by F1")."""
+
+    level: str = "doc"  # doc | chunk: the validation split of the sft_data artifact, as the finetune stage's level
+    backend: str = "hf"  # hf | vllm (a refine backend; decoding is greedy from each example's prompt_ids)
+    dtype: str = "float32"  # what the checkpoints run in (the fine-tune saves float32; float32 is bit-reproducible)
+    batch_size: int = 8  # prompts per generate batch (hashed like refine.<level>.batch_size: padding may matter)
+    max_new_tokens: int = 256  # per program; a program cut by it usually fails to parse, counted as unparsable
+    limit: Optional[int] = None  # the first `limit` validation examples (file order); None: all of them
+    threads: Optional[int] = runtime(None)  # CPU threads of the backend; None: its default
+
+
 @dataclass
 class EvalConfig:
     suite: str = "tiny_mc"
@@ -385,7 +408,7 @@ class PathsConfig:
 
 @dataclass
 class ReportConfig:
-    """What the report's FLOPs comparison (paper Fig. 8) counts and where it sets the bar."""
+    """What the report's FLOPs comparison (paper Fig. 8) counts and where it sets the bar; how it states uncertainty."""
 
     # Average accuracy in percent (as the paper writes it, e.g. 41.6) that "FLOPs to reach a target accuracy" aims at;
     # None: the final average of the raw row of the same model and corpus.
@@ -399,6 +422,15 @@ class ReportConfig:
     refiner_pretraining_tokens: float = 26_214_400_000.0
     # A literal FLOPs figure instead of 6·N·D from the refiner's size_preset (e.g. 5.3e19, the paper's footnote 2).
     refiner_pretraining_flops: Optional[float] = None
+    # Uncertainty (proxlab.report.stats, docs/report.md): each variant is compared with the run of this variant that
+    # has the same model, corpus, training tokens and evaluation.
+    baseline_variant: str = "raw"
+    # #Win counts a column only when the row's lead over every other row is significant (off: the paper's #Win).
+    significant_wins_only: bool = False
+    # The bootstrap over items: resamples, seed, and the level of its percentile intervals.
+    bootstrap_resamples: int = 2000
+    bootstrap_seed: int = 0
+    confidence_level: float = 0.95
 
 
 @dataclass
@@ -590,6 +622,8 @@ def check_generate(g: GenerateConfig, level: str) -> None:
         _positive(f"{where}.{name}", getattr(g, name))
     if g.env not in ("main", "vllm"):
         raise ConfigError(f"{where}.env", g.env, "expected main or vllm")
+    if g.double_bos and level != "chunk":
+        raise ConfigError(f"{where}.double_bos", g.double_bos, "only chunk prompts have the reference's double BOS")
     refine_dtype_name(g.dtype, f"{where}.dtype")
     if g.backend == "openai" and not g.endpoint:
         raise ConfigError(f"{where}.endpoint", g.endpoint, "the openai backend needs a base URL")
@@ -626,6 +660,8 @@ def check_sft_data(c: SFTDataConfig, where: str = "refiner.sft_data") -> None:
                                   f"must be one of {SFT_DATA_CHOICES[name]}")
         for name in ("max_prompt_tokens", "chunk_tokens"):
             _positive(f"{where}.{level}.{name}", getattr(prompt, name))
+    if c.doc.double_bos:
+        raise ConfigError(f"{where}.doc.double_bos", True, "only chunk prompts have the reference's double BOS")
     _positive(f"{where}.max_seq_len", c.max_seq_len)
     if c.max_removal_ratio is not None and not 0 <= c.max_removal_ratio <= 1:
         raise ConfigError(f"{where}.max_removal_ratio", c.max_removal_ratio, "must be in [0, 1] (or null: no cap)")

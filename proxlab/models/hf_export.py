@@ -6,8 +6,10 @@ One implementation for both users:
   stock tools read the checkpoint as it is: ``litgpt generate`` (LitGPT files), ``litgpt evaluate`` (it copies
   ``config.json`` / ``generation_config.json`` / tokenizer files next to its converted ``pytorch_model.bin`` and loads
   that directory with transformers), ``litgpt convert_from_litgpt`` + ``config.json`` = an HF directory;
-* ``proxlab.evaluate.lms.convert.litgpt_to_hf`` (``proxlab export``) writes the same files next to safetensors
-  weights.
+* ``litgpt_to_hf`` below (``proxlab export``, HF-side evaluation, ``refiner.select``'s per-epoch conversion and its
+  exported refiner) writes the same files next to safetensors weights. It is the one LitGPT -> HF conversion:
+  ``proxlab.evaluate.lms.convert`` re-exports it, and the refine package (which may import ``models`` but not
+  ``evaluate``) calls it from here. It needs torch, litgpt, transformers and safetensors: the main environment.
 
 What is written:
 
@@ -20,6 +22,10 @@ What is written:
 * ``tokenizer_config.json``: plus ``tokenizer_class`` (when missing) and ``model_input_names: [input_ids,
   attention_mask]``: a ``PreTrainedTokenizerFast`` otherwise also returns ``token_type_ids``, which
   ``AutoModelForCausalLM.generate(**tokenizer(text))`` rejects. LitGPT ignores both keys.
+
+Weights (``litgpt_to_hf``): ``model.safetensors`` in float32 with litgpt's own ``copy_weights_llama`` /
+``copy_weights_gpt_neox`` mapping (``litgpt convert_from_litgpt`` alone writes only ``model.pth`` with HF key names,
+reference ``libraries.md`` §2.8), checked against the HF model's own parameter names and shapes.
 
 No torch, litgpt or transformers at import time (``proxlab.models`` rule): they are imported inside the functions.
 """
@@ -234,3 +240,92 @@ def write_hf_files(config, tokenizer_dir: str | Path, out: str | Path, dtype: An
         shutil.copyfile(src_gen, out / GENERATION_CONFIG)
     write_hf_tokenizer(tokenizer_dir, out)
     write_hf_config(config, out, dtype=dtype)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Weights: a LitGPT checkpoint -> an HF model directory
+
+
+def resolve_checkpoint_dir(path: str | Path) -> Path:
+    """A LitGPT checkpoint dir, or a pretrain artifact dir containing ``final/`` (which is then used)."""
+    p = Path(path)
+    if (p / "lit_model.pth").is_file():
+        return p
+    if (p / "final" / "lit_model.pth").is_file():
+        return p / "final"
+    raise FileNotFoundError(f"{p}: neither a LitGPT checkpoint (lit_model.pth) nor a pretrain output with final/")
+
+
+def load_lit_state_dict(checkpoint_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The model weights of ``lit_model.pth`` and the other top-level entries (iter_num, step_count, ...);
+    ``_orig_mod.``/``module.`` prefixes from ``torch.compile``/DDP are stripped."""
+    import torch
+
+    obj = torch.load(Path(checkpoint_dir) / "lit_model.pth", map_location="cpu", weights_only=False, mmap=True)
+    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
+        state, meta = obj["model"], {k: v for k, v in obj.items() if k != "model" and not isinstance(v, dict)}
+    else:
+        state, meta = obj, {}
+    cleaned = {}
+    for k, v in state.items():
+        for prefix in ("_orig_mod.", "module."):
+            while k.startswith(prefix):
+                k = k[len(prefix):]
+        cleaned[k.replace("._orig_mod.", ".")] = v
+    return cleaned, meta
+
+
+def hf_state_dict(config, lit_state: dict[str, Any]) -> dict[str, Any]:
+    """LitGPT weights under HF names (float32, contiguous), with litgpt's own mapping for the architecture."""
+    from litgpt.scripts.convert_lit_checkpoint import copy_weights_gpt_neox, copy_weights_llama
+
+    hf_state: dict[str, Any] = {}
+    if architecture(config) == "llama":
+        copy_weights_llama(config, hf_state, lit_state)
+    else:
+        copy_weights_gpt_neox(config, hf_state, lit_state)
+    return {k: v.detach().clone().float().contiguous() for k, v in hf_state.items()}
+
+
+def _check_keys(hf_config, hf_state: dict[str, Any]) -> None:
+    """The converted weights are exactly the HF model's persistent parameters and buffers, with their shapes."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(hf_config)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items() if "rotary_emb" not in k}
+    got = {k: tuple(v.shape) for k, v in hf_state.items()}
+    missing, unexpected = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
+    shapes = [k for k in set(expected) & set(got) if expected[k] != got[k]]
+    if missing or unexpected or shapes:
+        raise RuntimeError(f"LitGPT -> HF: missing={missing[:8]} unexpected={unexpected[:8]} "
+                           f"shape mismatch={shapes[:8]}")
+
+
+def litgpt_to_hf(checkpoint_dir: str | Path, out_dir: str | Path) -> Path:
+    """Write a Hugging Face model directory (``LlamaForCausalLM`` / ``GPTNeoXForCausalLM``, float32 safetensors,
+    tokenizer) equivalent to a LitGPT checkpoint (or a pretrain artifact's ``final/``); returns ``out_dir``."""
+    import torch
+    from litgpt import Config
+    from safetensors.torch import save_file
+    from transformers import AutoConfig
+
+    ckpt = resolve_checkpoint_dir(checkpoint_dir)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    config = Config.from_file(ckpt / "model_config.yaml")
+    with torch.inference_mode():
+        lit_state, _ = load_lit_state_dict(ckpt)
+        hf_state = hf_state_dict(config, lit_state)
+    write_hf_tokenizer(ckpt, out)
+    if (ckpt / GENERATION_CONFIG).is_file():  # its other fields kept; the token ids are rewritten below
+        (out / GENERATION_CONFIG).write_bytes((ckpt / GENERATION_CONFIG).read_bytes())
+    content = write_hf_config(config, out, dtype="float32")
+    _check_keys(AutoConfig.from_pretrained(str(out)), hf_state)
+    tmp = out / ".model.safetensors.tmp"
+    save_file(hf_state, str(tmp), metadata={"format": "pt"})
+    tmp.replace(out / "model.safetensors")
+    print(f"[proxlab] export: {ckpt} -> {out} ({content['architectures'][0]}, "
+          f"{sum(v.numel() for v in hf_state.values()):,} parameters)", flush=True)
+    return out

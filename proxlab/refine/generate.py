@@ -80,6 +80,7 @@ class PromptBuilder:
         self.level = level
         self.tokenizer = tokenizer
         self.chat_format = cfg.chat_format
+        self.double_bos = cfg.double_bos  # chunk level: the reference's BOS from vLLM before the rendered <s>
         self.truncation = cfg.truncation
         self.max_prompt_tokens = cfg.max_prompt_tokens
         self.chunk_tokens = cfg.chunk_tokens
@@ -97,11 +98,17 @@ class PromptBuilder:
             return full[: self.max_prompt_tokens], True
         return render_doc_prompt(text, self.tokenizer, self.max_prompt_tokens, self.truncation, self.chat_format), True
 
+    def chunk_prompt_ids(self, prompt: str) -> list[int]:
+        """Token ids of a rendered chunk prompt: the one place chunk prompts are encoded (generate and sft_data)."""
+        from proxlab.refine.prompts import encode_chunk_prompt
+
+        return encode_chunk_prompt(prompt, self.tokenizer, self.double_bos)
+
     def rows(self, docs: list[dict[str, Any]],
              stats: ShardStats) -> tuple[list[dict[str, Any]], list[list[int] | None]]:
         """Output rows (without model fields) and their prompts; None for rows that get no model call."""
         from proxlab.refine.chunking import chunk_document, uncovered_lines
-        from proxlab.refine.prompts import encode_prompt, render_chunk_prompt
+        from proxlab.refine.prompts import render_chunk_prompt
 
         rows: list[dict[str, Any]] = []
         prompts: list[list[int] | None] = []
@@ -124,8 +131,7 @@ class PromptBuilder:
             for k, chunk in enumerate(chunks):
                 rows.append({"id": doc["id"], "chunk_index": k, "start_line": chunk.start_line,
                              "end_line": chunk.end_line})
-                prompts.append(encode_prompt(render_chunk_prompt(chunk, self.tokenizer, self.chat_format),
-                                             self.tokenizer))
+                prompts.append(self.chunk_prompt_ids(render_chunk_prompt(chunk, self.tokenizer, self.chat_format)))
         return rows, prompts
 
 

@@ -8,16 +8,21 @@ Reference: GAIR-NLP/ProX ``data_gen/tasks/apply_doc_refining.py`` and ``apply_ch
   template (``--token_template meta-llama/Llama-2-7b-chat-hf``) whose bos/eos are swapped for the refining model's,
   tokenizes and truncates the *rendered prompt* to 2000 tokens (right truncation, which cuts the closing ``[/INST]``
   of long documents). ``truncation="content"`` instead shortens the document and keeps the template's end.
+  proxlab's doc-level default is therefore ``chat_format="llama2"`` (conf/refine/doc.yaml, prox.yaml), whatever
+  template the refiner's tokenizer holds; ``auto`` (the tokenizer's template if any) stays an option.
 * Chunk stage: the user message is ``[doc]\\n<numbered lines>\\n[/doc]``, rendered as text with the refining model's
   own template. The released refiner's tokenizer has none; transformers 4.39 then fell back to the Llama-2 format, so
-  ``chat_format="auto"`` uses the tokenizer's template when it has one and the Llama-2 format otherwise.
+  ``chat_format="auto"`` uses the tokenizer's template when it has one and the Llama-2 format otherwise. The reference
+  passed that *text* to vLLM, which tokenizes a text prompt with the tokenizer's special tokens: the rendered ``<s>``
+  plus vLLM's own BOS, a double BOS. ``encode_chunk_prompt(..., double_bos=True)`` reproduces it
+  (``refine.chunk.double_bos``, default true; docs/refine.md "Prompt format").
 
 The Llama-2 format (Meta's chat template):
 ``<s>[INST] <<SYS>>\\n{system}\\n<</SYS>>\\n\\n{user} [/INST]`` where the part from ``<<SYS>>`` to the end of the user
 text is ``.strip()``-ed (so trailing whitespace of the document disappears).
 
 A rendered prompt starts with the BOS token as text. Tokenize it with ``add_special_tokens=False`` (``encode_prompt``);
-the reference chunk stage passed the string to vLLM, which adds another BOS (a double BOS).
+chunk prompts go through ``encode_chunk_prompt``, the one place that decides on the double BOS.
 
 transformers is never imported here; tokenizers are duck-typed (transformers tokenizers or ``tokenizers.Tokenizer``).
 """
@@ -92,6 +97,16 @@ def encode_prompt(prompt: str, tokenizer, add_special_tokens: bool = False) -> l
     if hasattr(tokenizer, "encode_batch") and hasattr(tokenizer, "get_vocab_size"):  # tokenizers.Tokenizer
         return list(tokenizer.encode(prompt, add_special_tokens=add_special_tokens).ids)
     return list(tokenizer.encode(prompt, add_special_tokens=add_special_tokens))
+
+
+def encode_chunk_prompt(prompt: str, tokenizer, double_bos: bool) -> list[int]:
+    """Token ids of a rendered chunk prompt, as the refiner receives them.
+
+    ``double_bos=True`` (the reference): the ids vLLM 0.4 made of the rendered text, i.e. the tokenizer's encoding
+    *with* its special tokens, so a Llama tokenizer puts its own BOS before the rendered ``<s>``. ``False``: the
+    rendered text only (one BOS). A tokenizer that adds no special tokens gives the same ids either way, as in vLLM.
+    """
+    return encode_prompt(prompt, tokenizer, add_special_tokens=double_bos)
 
 
 def render_doc_prompt_text(text: str, tokenizer=None, chat_format: ChatFormat = "auto") -> str:

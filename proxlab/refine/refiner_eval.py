@@ -97,13 +97,13 @@ def rules_decider(rules: str | Any) -> Decide:
 def model_decider(cfg: dict[str, Any], prompt: str = "prox", mode: str = "compat", data_dir: str | None = None,
                   outputs: list | None = None) -> Decide:
     """Keep iff the refiner's doc-level program keeps. `cfg` holds GenerateConfig settings (backend, model, ...);
-    settings it omits take the schema's defaults."""
-    from proxlab.core.config import GenerateConfig, load
+    settings it omits take the refine stage's doc-level defaults (RefineConfig.doc: the Llama-2-chat prompt format)."""
+    from proxlab.core.config import GenerateConfig, RefineConfig, load
     from proxlab.refine.backends import make_backend
     from proxlab.refine.programs import run_doc_program
     from proxlab.refine.prompts import encode_prompt, render_chat, render_doc_prompt
 
-    cfg = load(GenerateConfig, cfg, where="refiner")
+    cfg = load(GenerateConfig, {"chat_format": RefineConfig().doc.chat_format, **cfg}, where="refiner")
     backend = make_backend(cfg, data_dir=data_dir)
     tok = backend.tokenizer
     max_prompt = cfg.max_prompt_tokens

@@ -3,7 +3,8 @@
 the paper's row beside ours where the paper gives AVG at the same steps.
 
 The curves come from summary.json's `eval_by_step` (proxlab.runner.ledger.accuracy_by_step). Accuracies are
-percentages with one decimal, as in the paper; AVG is the evaluation's average over the tasks run.
+percentages with one decimal, as in the paper; AVG is the evaluation's average over the tasks run. The plot draws
+each checkpoint's AVG interval (proxlab.report.stats) where its per-sample results are there.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from proxlab.runner.ledger import BY_STEP
 from proxlab.report.paper import AVG_BY_STEP, TABLES
 from proxlab.report.part import ReportPart, markdown_table
+from proxlab.report.stats import SweepStats
 
 STEM = "accuracy_by_step"
 
@@ -83,7 +85,7 @@ def avg_table(runs: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     return header, body
 
 
-def plot(runs: list[dict[str, Any]], path: Path, metric: str) -> None:
+def plot(runs: list[dict[str, Any]], path: Path, metric: str, stats: SweepStats | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -92,8 +94,12 @@ def plot(runs: list[dict[str, Any]], path: Path, metric: str) -> None:
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     for s in runs:
         points = [p for p in s[BY_STEP] if p.get("avg") is not None]
-        ax.plot([p["step"] for p in points], [100 * p["avg"] for p in points], marker="o",
-                label=f"{row_label(s)} ({run_name(s)})")
+        intervals = stats.avg_by_step(s) if stats is not None else {}
+        below = [100 * (p["avg"] - intervals[p["step"]].low) if p["step"] in intervals else 0.0 for p in points]
+        above = [100 * (intervals[p["step"]].high - p["avg"]) if p["step"] in intervals else 0.0 for p in points]
+        ax.errorbar([p["step"] for p in points], [100 * p["avg"] for p in points],
+                    yerr=[below, above] if intervals else None, marker="o", capsize=3,
+                    label=f"{row_label(s)} ({run_name(s)})")
     ax.set_xlabel("training step")
     ax.set_ylabel(f"AVG {metric} (%)")
     ax.set_title("accuracy by step")
@@ -104,7 +110,8 @@ def plot(runs: list[dict[str, Any]], path: Path, metric: str) -> None:
     plt.close(fig)
 
 
-def write_accuracy_by_step(rows: list[dict[str, Any]], out_dir: Path) -> ReportPart | None:
+def write_accuracy_by_step(rows: list[dict[str, Any]], out_dir: Path, stats: SweepStats | None = None
+                           ) -> ReportPart | None:
     """Write accuracy_by_step.{md,csv,png} for the runs that have per-step results; None when no run has any."""
     runs = [s for s in rows if s.get(BY_STEP)]
     if not runs:
@@ -128,5 +135,5 @@ def write_accuracy_by_step(rows: list[dict[str, Any]], out_dir: Path) -> ReportP
             for p in s[BY_STEP]:
                 w.writerow([row_label(s), run_name(s), p["step"], p.get("tokens"), p.get("flops/train"),
                             *[p["tasks"].get(t) for t in tasks], p.get("avg")])
-    plot(runs, out_dir / f"{STEM}.png", metric)
+    plot(runs, out_dir / f"{STEM}.png", metric, stats)
     return ReportPart(markdown, tables, {STEM: out_dir / f"{STEM}.png"})

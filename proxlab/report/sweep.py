@@ -3,7 +3,10 @@
 Writes `runs/<sweep>/report/`: a markdown and a CSV table (variant, kept docs and tokens, FLOPs, accuracy per task,
 average; under the markdown, footnotes for tasks run on other data than the paper's or skipped, and each task's data)
 and a PNG of average accuracy against total FLOPs; each paper table the runs reproduce, in its layout (paper_report);
-the accuracy-by-step tables (report_steps); the FLOPs figure of the paper's Fig. 8 (report_flops).
+the accuracy-by-step tables (report_steps); the FLOPs figure of the paper's Fig. 8 (report_flops). Where the
+evaluate artifacts hold per-sample results, every accuracy carries its bootstrap standard error (`43.5 ± 0.9`), the
+plots error bars, and `comparisons.{md,csv}` each variant's paired difference from its baseline per task and for AVG
+(proxlab.report.stats, docs/report.md).
 Prints the tables, and logs them and the plots to W&B in the sweep's group when W&B is on. Reads only local files, so
 it works offline and in tests. Also the last step of a Hydra multirun (`SweepReportCallback`), and the report job of a
 sweep submitted as Slurm jobs (`proxlab submit -m`, slurm/report.sh).
@@ -30,7 +33,8 @@ from proxlab.runner.sweep import FAILURE, JOBS
 from proxlab.report.paper import TABLES
 from proxlab.report.paper_tables import DataNotes, data_notes, eval_results, render, write_paper_table
 from proxlab.report.flops import write_flops_report
-from proxlab.report.part import ReportPart
+from proxlab.report.part import ReportPart, markdown_table
+from proxlab.report.stats import AVG, SweepStats, p_value, pm, signed, span
 from proxlab.report.steps import write_accuracy_by_step
 
 VARIANT_ORDER = {"raw": 0, "rules": 1, "doc": 2, "prox": 3}
@@ -131,6 +135,74 @@ def table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
     return header, body
 
 
+def with_errors(header: list[str], body: list[list[Any]], rows: list[dict[str, Any]], tasks: list[str],
+                stats: SweepStats) -> list[list[Any]]:
+    """The table's rows with each accuracy as `43.5 ± 0.9` where the run's samples give its interval (AVG: only when
+    they cover every task the average is over)."""
+    first = len(header) - len(tasks) - 1
+    out = []
+    for i, row in enumerate(body):
+        row = list(row)
+        if i < len(rows):
+            ivs = stats.accuracy(rows[i])
+            ran = [t for t in tasks if isinstance(row[first + tasks.index(t)], float)]
+            for j, task in enumerate(tasks):
+                if isinstance(row[first + j], float):
+                    row[first + j] = pm(row[first + j], ivs.get(task))
+            if isinstance(row[-1], float):
+                row[-1] = pm(row[-1], ivs.get(AVG) if all(t in ivs for t in ran) else None)
+        out.append(row)
+    return out
+
+
+def error_columns(rows: list[dict[str, Any]], tasks: list[str], stats: SweepStats) -> tuple[list[str], list[list]]:
+    """CSV columns beside the accuracies: each task's standard error, and AVG's with its interval."""
+    header = [f"{t} se" for t in tasks] + ["avg se", "avg ci low", "avg ci high"]
+    cells = []
+    for r in rows:
+        ivs = stats.accuracy(r)
+        avg = ivs.get(AVG)
+        cells.append([ivs[t].se if t in ivs else None for t in tasks]
+                     + ([avg.se, avg.low, avg.high] if avg else [None] * 3))
+    return header, cells
+
+
+def comparisons(rows: list[dict[str, Any]], tasks: list[str], stats: SweepStats
+                ) -> tuple[list[str], list[list[str]], list[list[Any]]]:
+    """Each variant against its baseline: (markdown header, markdown rows `+1.2* [+0.3, +2.1]`, CSV rows in long
+    form: run, baseline, task, Δ, low, high, p, items, significant)."""
+    header = ["variant", "model", "vs", *tasks, "AVG", "AVG p"]
+    body, long = [], []
+    for r in rows:
+        base = stats.baseline(r)
+        ivs = stats.versus_baseline(r)
+        if base is None or not ivs:
+            continue
+        body.append([str(r.get("variant")), str(r.get("model")), str(base.get("variant")),
+                     *[f"{signed(ivs[t])} {span(ivs[t])}" if t in ivs else "–" for t in tasks + [AVG]],
+                     p_value(ivs[AVG], stats.options.bootstrap_resamples)])
+        for t in tasks + [AVG]:
+            if t in ivs:
+                iv = ivs[t]
+                long.append([Path(r["run_dir"]).name, Path(base["run_dir"]).name, t, iv.value, iv.low, iv.high, iv.p,
+                             iv.n, iv.significant])
+    return header, body, long
+
+
+def comparisons_markdown(header: list[str], body: list[list[str]], stats: SweepStats) -> str:
+    if not body:
+        return ""
+    level = f"{100 * stats.options.confidence_level:g}%"
+    significant = [f"{row[0]} ({row[1]}) {header[3 + j]}" for row in body for j, cell in enumerate(row[3:-1])
+                   if "*" in cell.split(" ")[0]]
+    lines = [f"### Paired differences from the baseline (Δ in points, {level} interval)", "",
+             *markdown_table(header, body), "",
+             f"Δ = variant − baseline ({stats.options.baseline_variant!r} run of the same model, corpus, training "
+             f"tokens and evaluation) over the items both evaluated; paired {stats.describe()}. * the interval "
+             f"excludes 0. Significant: {', '.join(significant) if significant else 'none'}."]
+    return "\n".join(lines) + "\n"
+
+
 def _fmt(v: Any) -> str:
     if v is None:
         return "–"
@@ -150,7 +222,7 @@ def markdown(header: list[str], body: list[list[Any]], metric: str, notes: list[
     return out.getvalue()
 
 
-def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+def plot(rows: list[dict[str, Any]], path: Path, title: str, stats: SweepStats | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -160,7 +232,12 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     for r in rows:
         if r.get("eval/avg") is None:
             continue
-        ax.scatter(r["flops/total"], 100 * r["eval/avg"], s=40)
+        iv = stats.accuracy(r).get(AVG) if stats is not None else None
+        if iv is not None:  # the AVG's interval, around the reported average
+            err = [[100 * (iv.value - iv.low)], [100 * (iv.high - iv.value)]]
+            ax.errorbar(r["flops/total"], 100 * r["eval/avg"], yerr=err, fmt="o", ms=6, capsize=3)
+        else:
+            ax.scatter(r["flops/total"], 100 * r["eval/avg"], s=40)
         ax.annotate(f"{r['variant']} ({r['model']})", (r["flops/total"], 100 * r["eval/avg"]),
                     textcoords="offset points", xytext=(5, 4), fontsize=8)
     ax.set_xlabel("total FLOPs (refining + training)")
@@ -183,27 +260,42 @@ def build_report(sweep_dir: Path, log_wandb: bool = False, logger_cfg: dict | No
     options = options or ReportConfig()
     out = Path(sweep_dir) / "report"
     out.mkdir(parents=True, exist_ok=True)
+    stats = SweepStats(rows, options)
     header, body = table(rows)
+    tasks = sweep_notes(rows)[0]
+    shown = with_errors(header, body, rows, tasks, stats) + failure_rows(failed, len(header))
     body += failure_rows(failed, len(header))
     metric = rows[0].get("eval/metric", "acc_norm") if rows else "acc_norm"
-    md = markdown(header, body, metric, sweep_notes(rows)[2].lines()) + failures_markdown(failed)
+    notes = sweep_notes(rows)[2].lines()
+    if stats.has_samples():
+        notes = [f"± standard error: {stats.describe()}.", ""] + notes
+    md = markdown(header, shown, metric, notes) + failures_markdown(failed)
     (out / "table.md").write_text(md)
+    se_header, se_cells = error_columns(rows, tasks, stats)
     with open(out / "table.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(body)
-    parts = [ReportPart(md, {"table": (header, [[_fmt(v) for v in row] for row in body])}, {})]
+        w.writerow(header + se_header)
+        w.writerows([row + (se_cells[i] if i < len(se_cells) else []) for i, row in enumerate(body)])
+    parts = [ReportPart(md, {"table": (header, [[_fmt(v) for v in row] for row in shown])}, {})]
+    cmp_header, cmp_body, cmp_long = comparisons(rows, tasks, stats)
+    if cmp_body:
+        cmp_md = comparisons_markdown(cmp_header, cmp_body, stats)
+        (out / "comparisons.md").write_text(cmp_md)
+        with open(out / "comparisons.csv", "w", newline="") as f:
+            csv.writer(f).writerows([["run", "baseline", "task", "delta", "ci_low", "ci_high", "p", "items",
+                                      "significant"], *cmp_long])
+        parts.append(ReportPart(cmp_md, {"comparisons": (cmp_header, cmp_body)}, {}))
     if rows:
-        plot(rows, out / "accuracy_vs_flops.png", f"{Path(sweep_dir).name}: accuracy vs FLOPs")
+        plot(rows, out / "accuracy_vs_flops.png", f"{Path(sweep_dir).name}: accuracy vs FLOPs", stats)
         parts[0].images["accuracy_vs_flops"] = out / "accuracy_vs_flops.png"
     for name in sorted({r["paper_table"] for r in rows if r.get("paper_table")}):
         if name not in TABLES:
             raise KeyError(f"paper_table={name!r} is not one of {sorted(TABLES)}")
         paper_rows = [r for r in rows if r.get("paper_table") == name]
-        parts.append(ReportPart(write_paper_table(TABLES[name], paper_rows, out),
-                                {f"paper/{name}": render(TABLES[name], paper_rows)},
+        parts.append(ReportPart(write_paper_table(TABLES[name], paper_rows, out, stats),
+                                {f"paper/{name}": render(TABLES[name], paper_rows, stats=stats)},
                                 {f"paper/{name}": out / f"{name}.png"}))
-    by_step = write_accuracy_by_step(rows, out) if rows else None
+    by_step = write_accuracy_by_step(rows, out, stats) if rows else None
     if by_step is not None:
         parts.append(by_step)
     if rows:

@@ -243,13 +243,14 @@ def run_experiment(cfg: DictConfig) -> dict:
     stages = plan(cfg, artifacts)
     run_dir = run_directory(cfg, stages)
     rank, world = rank_and_world()
-    # Rank 0 talks, the others only warn; Hydra's handlers (console, job log) show what propagates, and the run's
-    # run.log, which its stage processes append to too, gets it all (not for a plan: it writes nothing).
-    setup_logging(rank=rank, console=False, log_file=None if cfg.dry_run else run_dir / RUN_LOG)
+    # Rank 0 talks, the others only warn; Hydra's handlers (console, job log) show what propagates.
+    setup_logging(rank=rank, console=False)
     cost = print_plan(cfg, exp, stages, run_dir)
     if cfg.dry_run:
         return {"cost": cost}
     check_gpu_layout(stages)
+    # From here the run exists: its run.log, which its stage processes append to too, gets every message.
+    setup_logging(rank=rank, console=False, log_file=run_dir / RUN_LOG)
     install_preemption_handlers()
     t0 = time.perf_counter()
     if rank == 0:
@@ -331,7 +332,7 @@ def hydra_main(cfg: DictConfig) -> dict:
         return run_experiment(cfg)
     except (StageFailed, ConfigError) as e:
         message = f"config error: {e}" if isinstance(e, ConfigError) else str(e)
-        log(message)
+        _log.error(message)  # every rank's (an error is worth 64 lines: each rank may fail for its own reason)
         if not in_sweep():
             sys.exit(2 if isinstance(e, ConfigError) else 1)
         recorded = isinstance(e, StageFailed)  # run_experiment wrote the run directory's failure record
@@ -339,7 +340,7 @@ def hydra_main(cfg: DictConfig) -> dict:
         if not in_sweep():
             raise
         message, recorded = f"{type(e).__name__}: {e}", False
-        log(f"experiment failed:\n{traceback.format_exc().rstrip()}")
+        _log.error(f"experiment failed:\n{traceback.format_exc().rstrip()}")
     # A sweep goes on with its next experiment; main() exits non-zero once all have run.
     failure = {**failed_experiment(cfg, message), "recorded": recorded}
     FAILED_EXPERIMENTS.append(failure)

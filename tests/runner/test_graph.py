@@ -68,6 +68,12 @@ def test_generate_runtime_settings_do_not_rekey_but_reach_the_stage():
         != base["refine.generate_doc"].key
     assert stages("refine=prox", "refine.chunk.chat_format=llama2")["refine.generate_chunk"].key \
         != base["refine.generate_chunk"].key
+    # The reference-format switches change the programs: hashed, each into its own level's key only.
+    no_double_bos = stages("refine=prox", "refine.chunk.double_bos=false")
+    assert no_double_bos["refine.generate_chunk"].key != base["refine.generate_chunk"].key
+    assert no_double_bos["refine.generate_doc"].key == base["refine.generate_doc"].key
+    assert stages("refine=prox", "refine.doc.chat_format=auto")["refine.generate_doc"].key \
+        != base["refine.generate_doc"].key
 
 
 def test_chunk_apply_settings_rekey_only_the_chunk_apply_stage():

@@ -73,7 +73,11 @@ def test_each_task_gets_its_own_gpu_and_pretraining_keeps_fabric_s(slurm_cluster
     (chunk_dir,) = (d for d in (root / "artifacts" / "refine.generate_chunk").iterdir() if d.is_dir())
     by = shard_provenance(chunk_dir, 4)
     assert {i: (b["rank"], b["world"]) for i, b in by.items()} == {i: (i % 2, 2) for i in range(4)}
-    assert text.count("is part of an engine of 2 GPUs that another rank runs") == 2, text[-5000:]
+    # Logs for many ranks: the 4 orchestrators share this log, and rank 0 alone printed the plan and the banners.
+    assert text.count("[proxlab] run directory:") == 1, text[-5000:]
+    other_ranks = [line for line in text.splitlines() if line.startswith("[proxlab rank ")]
+    assert all(" WARNING: " in line or " ERROR: " in line for line in other_ranks), other_ranks
+    assert text.count("refine.generate_chunk: running proxlab.refine.generate") == 1, text[-5000:]
 
     # Pretraining: every rank sees both GPUs of its node and Fabric takes cuda:<local rank>.
     fabric = records(root, "pretrain", "fabric")

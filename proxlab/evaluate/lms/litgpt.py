@@ -39,21 +39,12 @@ from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 
 from proxlab.core.logs import ProgressBar, progress
+from proxlab.models.hf_export import load_lit_state_dict, resolve_checkpoint_dir  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16}
-
-
-def resolve_checkpoint_dir(path: str | Path) -> Path:
-    """A LitGPT checkpoint dir, or a pretrain artifact dir containing ``final/`` (which is then used)."""
-    p = Path(path)
-    if (p / "lit_model.pth").is_file():
-        return p
-    if (p / "final" / "lit_model.pth").is_file():
-        return p / "final"
-    raise FileNotFoundError(f"{p}: neither a LitGPT checkpoint (lit_model.pth) nor a pretrain output with final/")
 
 
 def is_litgpt_checkpoint(path: str | Path) -> bool:
@@ -77,22 +68,6 @@ def checkpoint_step(checkpoint_dir: str | Path, meta: dict[str, Any] | None = No
             return int(step)
     m = re.match(r"^step-(\d+)$", Path(checkpoint_dir).name)
     return int(m.group(1)) if m else None
-
-
-def load_lit_state_dict(checkpoint_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The model weights of ``lit_model.pth`` and the other top-level entries (iter_num, step_count, ...)."""
-    obj = torch.load(Path(checkpoint_dir) / "lit_model.pth", map_location="cpu", weights_only=False, mmap=True)
-    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
-        state, meta = obj["model"], {k: v for k, v in obj.items() if k != "model" and not isinstance(v, dict)}
-    else:
-        state, meta = obj, {}
-    cleaned = {}
-    for k, v in state.items():
-        for prefix in ("_orig_mod.", "module."):
-            while k.startswith(prefix):
-                k = k[len(prefix):]
-        cleaned[k.replace("._orig_mod.", ".")] = v
-    return cleaned, meta
 
 
 def load_litgpt(checkpoint_dir: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32):

@@ -232,7 +232,7 @@ class ChunkBuilder:
         self.cfg, self.enc, self.counts, self.kinds, self.ratios = cfg, enc, counts, kinds, ratios
 
     def __call__(self, doc_id: str, text: str, rows: list[dict[str, Any]], where: str) -> list[Example]:
-        from proxlab.refine.prompts import encode_prompt, render_chunk_prompt
+        from proxlab.refine.prompts import render_chunk_prompt
 
         stage_rows, stage_prompts = self.enc.builder.rows([{"id": doc_id, "text": text}], ShardStats())
         by_index = {r["chunk_index"]: (r, p) for r, p in zip(stage_rows, stage_prompts) if p is not None}
@@ -250,7 +250,7 @@ class ChunkBuilder:
             stage_row, prompt_ids = by_index[k]
             chunk_text = annotations[0]["text"]
             prompt = render_chunk_prompt(chunk_text, self.enc.tokenizer, self.enc.builder.chat_format)
-            if encode_prompt(prompt, self.enc.tokenizer) != prompt_ids:
+            if self.enc.builder.chunk_prompt_ids(prompt) != prompt_ids:
                 raise RuntimeError(f"{where}: document {doc_id!r} chunk {k}: the annotation's chunk text does not "
                                    f"encode to the refine stage's prompt for that chunk (chunked with another window "
                                    f"or tokenizer?); training would drift from inference")
