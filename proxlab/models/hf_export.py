@@ -25,7 +25,7 @@ What is written:
 
 Weights (``litgpt_to_hf``): ``model.safetensors`` in float32 with litgpt's own ``copy_weights_llama`` /
 ``copy_weights_gpt_neox`` mapping (``litgpt convert_from_litgpt`` alone writes only ``model.pth`` with HF key names,
-reference ``libraries.md`` §2.8), checked against the HF model's own parameter names and shapes.
+``litgpt/scripts/convert_lit_checkpoint.py``), checked against the HF model's own parameter names and shapes.
 
 No torch, litgpt or transformers at import time (``proxlab.models`` rule): they are imported inside the functions.
 """

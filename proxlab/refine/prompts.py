@@ -1,6 +1,7 @@
 """Prompts in the format the released ProX refining models were trained on.
 
-Reference: GAIR-NLP/ProX ``data_gen/tasks/apply_doc_refining.py`` and ``apply_chunk_refining.py``, prox.md §3.2-3.4.
+Reference: GAIR-NLP/ProX ``data_gen/tasks/apply_doc_refining.py`` and ``apply_chunk_refining.py``;
+vLLM 0.4.0 (``refining_requirements.txt``).
 
 * Both stages: a system message "You are a helpful, respectful and honest assistant." and one user message, rendered
   with a chat template and the generation prompt.

@@ -1,4 +1,4 @@
-"""The paper's result tables (arXiv 2409.17115v2), transcribed from shared/reference/prox.md §7 and §9, so reports can
+"""The paper's result tables (arXiv 2409.17115v2), from its Tables 2, 3, 5, 10, 11, 16, 18, 19, so reports can
 set our numbers beside them in the paper's layout.
 
 Each `PaperTable` has the paper's columns, in order, with our eval task names beside them, and the paper's rows keyed

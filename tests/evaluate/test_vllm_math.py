@@ -33,7 +33,7 @@ DATA_DIR = helpers.DATA_DIR
 
 needs_vllm = pytest.mark.skipif(not DEFAULT_VLLM_PYTHON.exists(), reason=f"{DEFAULT_VLLM_PYTHON} is absent")
 
-# vLLM's CPU attention needs head_dim 64 (reference/libraries.md §7)
+# vLLM's CPU attention needs head_dim 64 (it rejects 16: "Unsupported CPU attention configuration")
 CONFIG = {**helpers.TINY_CONFIG, "name": "proxlab-tiny-vllm", "n_embd": 128, "n_head": 2, "n_query_groups": 1,
           "head_size": 64}
 EVAL = {"suite": "math", "tasks": ["gsm8k", "math"], "limit": 3, "max_gen_toks": 12, "batch_size": 1}

@@ -1,4 +1,4 @@
-"""The model and recipe YAMLs: each composes against the schema and carries the paper's numbers (Tables 8-9, §5.5)."""
+"""The model and recipe YAMLs: each composes against the schema and carries the paper's numbers (Tables 3, 8-9)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ CONF = Path(__file__).resolve().parents[2] / "conf"
 # recipe -> (seq_len, global batch, max_steps, early_stop_step, lr, min_lr, warmup, schedule)
 RECIPES = {
     "tlm_12k5": (2048, 1024, 12500, None, 5e-4, 5e-5, 500, "cosine"),
+    "tlm_s_12k5_paper": (2048, 1024, 12500, None, 5e-4, 5e-6, 500, "cosine"),  # paper Table 9's TLM-S min LR
     "tlm_m_12k5": (2048, 1024, 12500, None, 3e-4, 3e-5, 500, "cosine"),
     "tlm_m_25k": (2048, 1024, 25000, None, 3e-4, 3e-5, 500, "cosine"),
     "pythia_wsd": (1024, 512, 50200, None, 1e-3, 6.25e-5, 2000, "wsd"),

@@ -1,4 +1,4 @@
-"""Model presets: the paper's parameter counts (Table 8, §5.5), counted on the meta device, and override semantics."""
+"""Model presets: the paper's parameter counts (Tables 3, 8), counted on the meta device, and override semantics."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from proxlab.models.params import non_embedding_params, total_params
 from proxlab.models.presets import PRESETS, model_config
 
-# paper Table 8 (TLM) and §5.5 (Pythia): total (non-embedding) parameters
+# paper Table 8 (TLM) and Table 3's setting (Pythia): total (non-embedding) parameters
 PAPER_COUNTS = {
     "tlm_xs": (354_284_800, 313_324_800),
     "tlm_s": (758_982_144, 709_830_144),

@@ -1,4 +1,4 @@
-"""Learning-rate schedules: cosine with warmup (reference code), the Pythia WSD formula (prox.md §5.5), constant."""
+"""Learning-rate schedules: cosine with warmup (reference code), the Pythia WSD formula (paper Table 3), constant."""
 
 from __future__ import annotations
 

@@ -59,7 +59,7 @@ def test_extract_program(answer, expected):
 
 
 def test_prompts_are_the_papers():
-    """Spot checks of the verbatim texts (the full comparison with sft-synthesis.md is how they were made)."""
+    """Spot checks of the verbatim texts (the full comparison with the paper's Figs. 9-12 is how they were made)."""
     assert EDU_PROMPT.startswith("Below is an extract from a web page. Evaluate whether the page has a high")
     assert EDU_PROMPT.endswith("- Conclude with the score using the format: “Educational score: <total points>”")
     assert "if the extract highly relevant" in EDU_PROMPT  # the paper's missing "is"

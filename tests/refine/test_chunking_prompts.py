@@ -112,7 +112,7 @@ def test_batched_counter_is_used_once_per_document():
 
 
 def greedy_oracle(costs: list[int], max_tokens: int, skip: bool) -> list[tuple[int, int]]:
-    """prox.md §3.3 / paper Alg. 1 in words: pack lines while the sum stays within max_tokens; an over-long line
+    """Reference trunc_text / paper Alg. 1 in words: pack lines while the sum stays within max_tokens; an over-long line
     closes the current chunk and is sent alone (reference) or flagged as skipped (paper)."""
     result, current, total = [], [], 0
     for index, cost in enumerate(costs):

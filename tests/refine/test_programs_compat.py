@@ -1,5 +1,5 @@
-"""compat mode: every quirk of the reference executor (prox.md §2), one test each, plus a differential test against a
-literal, slow transcription of the §2.2 prose."""
+"""compat mode: every quirk of the reference executor (utils/{doc,chunk}_utils.py), one test each, plus a differential
+test against a literal, slow transcription of chunk_utils.py's rules."""
 
 from __future__ import annotations
 
@@ -386,11 +386,11 @@ def test_errors_equal_the_sum_of_error_kinds():
     assert result.errors == sum(result.failure_kinds[kind] for kind in ERROR_KINDS) == 4
 
 
-# --- differential test against a literal transcription of prox.md §2.2 ---------------------------------------------
+# --- differential test against a literal transcription of chunk_utils.py ---------------------------------------------
 
 
 def spec_oracle(text: str, outputs: list[str], threshold_1=0.0, threshold_2=0.95, error_op=2):
-    """prox.md §2.2, step by step, with sets of line numbers; returns (text, errors, removed line numbers)."""
+    """Reference chunk_utils.py step by step, sets of line numbers; returns (text, errors, removed line numbers)."""
     program = "\n".join(o.strip(" ") for o in outputs).strip(" ")
     n_input_lines = len(text.split("\n"))
     doc = text

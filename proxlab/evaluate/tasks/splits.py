@@ -1,7 +1,7 @@
 """Which data each eval task scores, set beside the data the paper scored: the one place that states the paper's split
 per task, what each shared file holds, and the per-task record every results file carries.
 
-``PAPER[protocol][task]`` is the paper's data (reference ``prox.md`` §6, ``eval-prompts.md`` A.4 and B.1–B.7, the
+``PAPER[protocol][task]`` is the paper's data (paper §C.1, §C.2, Table 3; ``eval-prompts.md`` A.4 and B.1–B.7, the
 lm-eval 0.4 task YAMLs): the split it scored, its size, how it sampled, where its few-shot exemplars came from.
 ``FILES`` is what the shared data folder holds (``shared/data/SOURCES.md``): each file's split, the full split's size
 (the folder lacks the ~20% held-out items) and, where the file is a fixed subset of a split, which one.

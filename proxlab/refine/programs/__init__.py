@@ -4,7 +4,7 @@ A refining model writes one program per document (doc level) or per chunk (chunk
 refines the text. Two executors share one result type and one set of decision rules:
 
 * ``mode="compat"`` reproduces the reference implementation (GAIR-NLP/ProX ``utils/doc_utils.py`` and
-  ``utils/chunk_utils.py``, see docs/programs.md and prox.md §2) exactly, quirks included: substring "drop" at doc
+  ``utils/chunk_utils.py``, see docs/programs.md) exactly, quirks included: substring "drop" at doc
   level; prefix dispatch, first ``)``, split on ``,`` and ``=``, double quotes stripped at chunk level. Use it to
   reproduce the paper with the released refining models.
 * ``mode="strict"`` parses the program with Python's ``ast`` module (never evaluates or executes it) and accepts only

@@ -1,6 +1,6 @@
 """compat mode: read programs exactly like the reference implementation, quirks included.
 
-GAIR-NLP/ProX ``utils/doc_utils.py`` and ``utils/chunk_utils.py`` (see docs/programs.md and prox.md §2): substring
+GAIR-NLP/ProX ``utils/doc_utils.py`` and ``utils/chunk_utils.py`` (see docs/programs.md): substring
 "drop" at doc level; prefix dispatch, first ``)``, split on ``,`` and ``=``, double quotes stripped at chunk level.
 The chunk parser only builds a plan; execute.py applies it and the decision rules.
 """
