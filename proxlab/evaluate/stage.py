@@ -62,7 +62,7 @@ from proxlab.core.preemption import StopFlag
 from proxlab.core.sharding import Placement, ShardStats, ShardWork, run_shards
 from proxlab.core.stage import (EXIT_REQUEUE, StageResult, StageSpec, accelerator_device, append_jsonl,
                                 atomic_write_text, now_iso, stage_cli)
-from proxlab.core.tracking import METRICS, MetricsLogger
+from proxlab.core.tracking import METRICS, MetricsLogger, artifact_run_id, wandb_name
 
 # not __name__: run as `python -m proxlab.evaluate.stage` that is __main__, outside the `proxlab` logger's tree
 log = get_logger("evaluate")
@@ -393,6 +393,35 @@ def log_results(logger: MetricsLogger, results: dict[str, Any], step: int | None
     logger.table(f"eval/table/{results['checkpoint']}", cols, rows)
 
 
+def pretrain_metrics(results: dict[str, Any]) -> dict[str, float]:
+    """One checkpoint's accuracies as the pretrain run shows them: each task's reported metric (`score`, acc_norm or
+    acc as the suite says), its acc and acc_norm, and the average."""
+    metrics = {}
+    for name, e in results["tasks"].items():
+        metrics[wandb_name("evaluate", f"eval/{name}")] = e[e["metric"]]  # eval/<task>/score, as the evaluate run's
+        metrics.update({f"eval/{name}/{m}": e[m] for m in ("acc", "acc_norm") if e.get(m) is not None})
+    metrics[wandb_name("evaluate", "eval/avg")] = results["avg"]
+    return metrics
+
+
+def log_into_pretrain_run(spec: StageSpec, all_results: list[dict[str, Any]]) -> None:
+    """Every checkpoint's accuracies also into the W&B run of the pretraining that wrote them, at `train/step` = the
+    checkpoint's step, so one chart shows a variant's loss and accuracy. The run's id follows from the pretrain
+    artifact (`artifact_run_id`); offline, this resumes it in a new offline directory, which `proxlab wandb-sync`
+    merges into it. W&B only: the pretrain artifact's metrics.jsonl stays the stage's own."""
+    by_step = {r["step"]: r for r in all_results if r.get("step") is not None}
+    if not by_step or "checkpoint" not in spec.inputs:
+        return
+    checkpoint = spec.input("checkpoint")
+    logger = MetricsLogger(None, job="pretrain", logger_cfg=spec.logger, run_dir=spec.run_dir,
+                           run_id=artifact_run_id(checkpoint))
+    try:
+        for step, res in sorted(by_step.items()):
+            logger.log(pretrain_metrics(res), step=step)
+    finally:
+        logger.close()
+
+
 def merged_results(run: _Run, plan: Plan) -> dict[str, dict[str, Any]]:
     """{checkpoint label: its results}, merged from its units in the suite's task order."""
     from proxlab.evaluate.runner import merge_results
@@ -445,6 +474,8 @@ def finalize(run: _Run, spec: StageSpec, plan: Plan) -> StageResult:
         write_final(spec.out, logger, results["final"], all_results)
     finally:
         logger.close()
+    if not run.cfg.model:  # evaluated the input's checkpoints (not a model named in eval.model)
+        log_into_pretrain_run(spec, [*all_results, results["final"]])
     shutil.rmtree(spec.out / "cache", ignore_errors=True)  # it only served resuming; the unit files hold the results
     return stage_result(results["final"], all_results)
 

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 # A Llama-style block: pre-norm RMSNorm, SwiGLU (LLaMAMLP), full RoPE, no biases, untied embeddings.
@@ -116,3 +117,66 @@ def planned_vocab_size(model: Any) -> int | None:
     """The vocabulary the tokenizer stage will produce, known from the config alone for a trained BPE (its
     `vocab_size`); None for a pretrained tokenizer, whose size the preset already states."""
     return model.tokenizer.vocab_size if model.tokenizer.kind == "train_bpe" else None
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Tokenizers: the pretrained ones the configs name, and the paper's tokenizer of a preset
+
+
+HF_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+@dataclass(frozen=True)
+class KnownTokenizer:
+    """A pretrained tokenizer proxlab's configs name (`model.tokenizer.path`, a directory under
+    `<data_dir>/tokenizers/`): what the report calls it and the hub repository its files come from."""
+
+    title: str
+    hub_id: str
+    files: tuple[str, ...] = HF_TOKENIZER_FILES
+
+
+TOKENIZERS: dict[str, KnownTokenizer] = {
+    "gpt-neox-20b": KnownTokenizer("GPT-NeoX", "EleutherAI/gpt-neox-20b"),  # 50,277 tokens (Pythia's)
+    "llama_hf": KnownTokenizer("Llama-2", "meta-llama/Llama-2-7b-hf", (*HF_TOKENIZER_FILES, "tokenizer.model")),
+    "mistral_hf": KnownTokenizer("Mistral", "mistralai/Mistral-7B-v0.1", (*HF_TOKENIZER_FILES, "tokenizer.model")),
+}
+
+# The tokenizer the paper trained a preset with, where proxlab can run it on another: paper Table 3's Pythia models
+# used GPT-NeoX's (50,277 tokens in 50,304 padded rows). Any other `model.tokenizer` on these presets is a stand-in:
+# `proxlab plan` says so and the report marks the run's rows.
+PAPER_TOKENIZERS: dict[str, str] = {"pythia_410m": "gpt-neox-20b", "pythia_1b": "gpt-neox-20b"}
+
+
+def tokenizer_name(path: str | None) -> str | None:
+    """A `model.tokenizer.path`'s name in `TOKENIZERS` terms: its last component (`llama_hf`, `/data/tok/llama_hf`
+    and the hub id `EleutherAI/gpt-neox-20b` name `llama_hf`, `llama_hf`, `gpt-neox-20b`)."""
+    return path.rstrip("/").rsplit("/", 1)[-1] if path else None
+
+
+def fetch_hint(path: str, target: str) -> str:
+    """How to get the tokenizer `path` names into the directory `target` (where the tokenizer stage looks first)."""
+    known = TOKENIZERS.get(tokenizer_name(path) or "")
+    hub_id = known.hub_id if known else (path if path.count("/") == 1 and not path.startswith((".", "~")) else None)
+    if hub_id is None:
+        return f"put a tokenizer directory (tokenizer.json, tokenizer_config.json with bos/eos tokens) at {target}"
+    files = " ".join(known.files if known else HF_TOKENIZER_FILES)
+    return (f"get it with `hf download {hub_id} {files} --local-dir {target}` (older huggingface_hub: "
+            f"`huggingface-cli download`, same arguments; offline, download it elsewhere and copy the directory)")
+
+
+def tokenizer_standin(preset: str, kind: str, path: str | None) -> str | None:
+    """The report's mark for a model run on another tokenizer than the paper's for its preset (PAPER_TOKENIZERS),
+    e.g. "tokenizer: Llama-2 (llama_hf) stand-in, not the paper's GPT-NeoX"; None when it is the paper's, or the
+    paper's is not recorded for the preset. A copy of the paper's tokenizer counts as it by its directory name."""
+    paper = PAPER_TOKENIZERS.get(preset)
+    name = tokenizer_name(path) if kind == "pretrained" else None
+    if paper is None or name == paper:
+        return None
+    if kind != "pretrained":
+        ours = "a BPE trained on the corpus" if kind == "train_bpe" else f"a {kind} tokenizer"
+    elif name in TOKENIZERS:
+        ours = f"{TOKENIZERS[name].title} ({path})"
+    else:
+        ours = str(path)
+    return f"tokenizer: {ours} stand-in, not the paper's {TOKENIZERS[paper].title}"

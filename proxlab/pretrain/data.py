@@ -7,6 +7,8 @@ paper's iterators wrap around when a refined pool is smaller than the budget, re
 the StreamingDataLoader's own state (epoch, samples yielded, shuffle seed), which LitData restores to the exact
 position, including mid-epoch and at epoch boundaries. Shuffling is LitData's: chunk order plus order within chunks,
 reseeded every epoch from `seed + epoch`, the same on every rank; each rank reads a disjoint share of the windows.
+The seed is `train.data_seed`, else `train.seed` (which alone seeds the model's init): sweeping data_seed varies
+the order of the batches with the init fixed.
 """
 
 from __future__ import annotations

@@ -262,8 +262,11 @@ def setup(spec: StageSpec, ft: FinetuneConfig, train_rows: list[Example], val_ro
 
 
 def litgpt_base(base: Path, cache: Path, fabric) -> Path:
-    """`base` when it is a LitGPT checkpoint dir; an HF Llama-style dir is converted into `cache` (rank 0, once)."""
+    """`base` when it is a LitGPT checkpoint dir (a pretrain artifact: its `final/`); an HF Llama-style dir is converted
+    into `cache` (rank 0, once)."""
     base = Path(base)
+    if (base / "final" / "lit_model.pth").is_file():  # the experiment graph passes the pretrain stage's artifact
+        base = base / "final"
     if (base / "lit_model.pth").is_file() and (base / "model_config.yaml").is_file():
         return base
     if not (base / "config.json").is_file():

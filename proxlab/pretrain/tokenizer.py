@@ -10,7 +10,10 @@ spec.config is a TokenizerConfig dict {kind, path, vocab_size, train_docs} (type
   <s> (bos, id 0) </s> (eos, id 1) <unk> <pad>. The post-processor prepends <s>, so HF and LitGPT agree on BOS; the
   tokenize stage encodes without it and appends </s>, as the paper did.
 - kind=pretrained: `path` is an absolute directory, or a name under `<data_dir>/tokenizers/` (data_dir: spec.runtime
-  "data_dir", else $PROXLAB_DATA_DIR, else <repo>/../shared/data), e.g. "llama_hf".
+  "data_dir", else $PROXLAB_DATA_DIR, else <repo>/../shared/data), e.g. "llama_hf", "gpt-neox-20b" (a hub id
+  "EleutherAI/gpt-neox-20b" is looked up as <data_dir>/tokenizers/EleutherAI/gpt-neox-20b). A missing one fails the
+  stage with the key, the directories looked in and the download command (`proxlab plan` warns of it first); it never
+  falls back to another tokenizer.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from proxlab.core.config import TokenizerConfig, load
 from proxlab.core.logs import get_logger
 from proxlab.core.paths import tokenizer_candidates
 from proxlab.core.stage import StageResult, StageSpec, atomic_write_text, stage_cli
+from proxlab.models.presets import fetch_hint
 
 log = get_logger("tokenizer")
 
@@ -63,15 +67,26 @@ def bpe_tokenizer_config() -> dict[str, Any]:
     }
 
 
-def resolve_pretrained(path: str | None, runtime: dict[str, Any]) -> Path:
+def resolve_pretrained(path: str | None, runtime: dict[str, Any], where: str = "model.tokenizer") -> Path:
+    """The directory of the pretrained tokenizer `path` names; a missing one is an error naming the key, where it was
+    looked for and how to get it (never a fallback to another tokenizer)."""
     if not path:
-        raise ValueError("model.tokenizer.kind=pretrained needs model.tokenizer.path (a directory or a name under "
-                         "<data_dir>/tokenizers, e.g. llama_hf)")
+        raise ValueError(f"{where}.kind=pretrained needs {where}.path (a directory or a name under "
+                         f"<data_dir>/tokenizers, e.g. llama_hf)")
     found, candidates = tokenizer_candidates(path, runtime.get("data_dir"))
     if found is not None:
         return found
-    raise FileNotFoundError(f"model.tokenizer.path={path!r}: no tokenizer.json in any of "
-                            f"{[str(c) for c in candidates]} (set paths.data_dir or $PROXLAB_DATA_DIR)")
+    raise FileNotFoundError(missing_pretrained(path, candidates, where))
+
+
+def missing_pretrained(path: str, candidates: list[Path], where: str = "model.tokenizer") -> str:
+    """What to tell the user about a pretrained tokenizer that is not here (the tokenizer stage's error, and
+    `proxlab plan`'s warning): the key, the directories looked in, and where to get it."""
+    looked = str(candidates[0])
+    if len(candidates) > 1:  # a name: under the data directory, else relative to here
+        looked += (f" (<data_dir>/tokenizers/{path}; data_dir: paths.data_dir, else $PROXLAB_DATA_DIR) nor in "
+                   f"./{candidates[1]}")
+    return f"{where}.path={path!r}: no tokenizer.json in {looked}; {fetch_hint(path, str(candidates[0]))}"
 
 
 def copy_pretrained(src: Path, out: Path) -> None:
@@ -99,7 +114,9 @@ def vocab_size_of(tokenizer_dir: Path) -> int:
 
 
 def main(spec: StageSpec) -> StageResult:
-    cfg = load(TokenizerConfig, spec.config, where="model.tokenizer")
+    # The refiner's base (runner/graph.py: build_refiners) has its own tokenizer settings.
+    where = "refiner.base.model.tokenizer" if spec.stage.startswith("refiner.") else "model.tokenizer"
+    cfg = load(TokenizerConfig, spec.config, where=where)
     out = spec.out
     out.mkdir(parents=True, exist_ok=True)
     if cfg.kind == "train_bpe":
@@ -114,7 +131,7 @@ def main(spec: StageSpec) -> StageResult:
         atomic_write_text(out / "generation_config.json", json.dumps(
             {"bos_token_id": tok.token_to_id("<s>"), "eos_token_id": tok.token_to_id("</s>")}, indent=2))
     elif cfg.kind == "pretrained":
-        copy_pretrained(resolve_pretrained(cfg.path, spec.runtime), out)
+        copy_pretrained(resolve_pretrained(cfg.path, spec.runtime, where), out)
     else:
         raise ValueError(f"model.tokenizer.kind={cfg.kind!r}: expected train_bpe or pretrained")
     vocab = vocab_size_of(out)

@@ -116,10 +116,11 @@ def setup(spec: StageSpec, train: TrainConfig, model_cfg: ModelConfig, info: dic
     cfg, model = build_model(fabric, model_cfg, train, spec.input("tokenizer"))
     _print_model(fabric, cfg, plan, threads)
     model, optimizer = setup_training(fabric, model, model_cfg, train)
-    data = TrainData(spec.input("data"), train.seq_len, train.micro_batch_size, train.seed, train.num_workers)
+    data = TrainData(spec.input("data"), train.seq_len, train.micro_batch_size,
+                     train.seed if train.data_seed is None else train.data_seed, train.num_workers)
     run = Run(spec, train, plan, fabric, cfg, model, optimizer, data, windows=info["windows"])
     resume(run)
-    run.logger = MetricsLogger.for_stage(spec, run.rank)  # W&B id derived from (run_dir, stage): the same on restarts
+    run.logger = MetricsLogger.for_stage(spec, run.rank)  # W&B id derived from the artifact: the same on restarts
     if run.logger.wandb_id:
         log.info(f"pretrain: W&B run id {run.logger.wandb_id}")
     run.flops_per_step = (_measure_flops(cfg, train.micro_batch_size, train.seq_len)  # FlopCounterMode, fwd + bwd

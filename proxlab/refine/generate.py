@@ -25,6 +25,8 @@ This module runs in the vLLM environment too: no LitGPT, Hydra or W&B at import 
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import time
 from collections import Counter
@@ -275,6 +277,10 @@ def main(spec: StageSpec) -> StageResult | None:
         raise ValueError(f"refine generate: config level={level!r}, expected one of {LEVELS}")
     cfg = load(GenerateConfig, {k: v for k, v in spec.config.items() if k != "level"},
                spec.runtime.get("settings"), where=f"refine.{level}")
+    if "refiner" in spec.inputs:  # model=built: the refiner.select artifact's export (docs/refiners.md)
+        from proxlab.refine.build.select import REFINER
+
+        cfg = dataclasses.replace(cfg, model=str(spec.input("refiner") / REFINER), tokenizer=None)
     docs = spec.input("docs")
     generator = ShardGenerator(spec, cfg, level)
     try:

@@ -380,9 +380,11 @@ def load_tokenizer(name: str, configured_data_dir: str | None) -> tuple[Any, str
         from tokenizers import Tokenizer
 
         return Tokenizer.from_file(str(found / "tokenizer.json")), str(found.resolve())
+    from proxlab.models.presets import fetch_hint
+
     raise FileNotFoundError(f"corpus.tokenizer={name!r} (the tokenizer prepare measures the pool's tokens with): no "
-                            f"tokenizer.json in {[str(c) for c in candidates]}; set it to a tokenizer directory, or "
-                            f"corpus.tokenizer=null to skip the measurement")
+                            f"tokenizer.json in {[str(c) for c in candidates]}; {fetch_hint(name, str(candidates[0]))}"
+                            f"; or set it to a tokenizer directory, or corpus.tokenizer=null to skip the measurement")
 
 
 def token_estimate(stats: list[dict[str, Any]]) -> dict[str, float] | None:

@@ -22,6 +22,7 @@ from typing import Any
 
 from proxlab.core.config import ReportConfig
 from proxlab.runner.ledger import BY_STEP
+from proxlab.report.paper import FIG8_NOTES
 from proxlab.report.paper_tables import latex_table
 from proxlab.report.part import ReportPart, markdown_table
 from proxlab.report.steps import row_label, run_name
@@ -225,6 +226,7 @@ def write_flops_report(summaries: list[dict[str, Any]], out_dir: Path, options: 
             notes.setdefault(note, []).append(r.run)
     if notes:
         lines += ["", *[f"- {note}: {', '.join(runs)}" for note, runs in notes.items()]]
+    lines += ["", *[f"Note: {note}" for note in FIG8_NOTES]]  # the paper's FLOPs that do not add up
     markdown = "\n".join(lines) + "\n"
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{STEM}.md").write_text(markdown)

@@ -14,6 +14,13 @@ The interval is the percentile interval at `report.confidence_level` (95%); the 
 distribution's standard deviation. A difference's two-sided p-value is 2·min(P*(Δ ≤ 0), P*(Δ ≥ 0)) over the
 resamples, so p < 0.05 where the 95% interval excludes 0 (up to the resolution 1/resamples).
 
+Seeds: runs that differ only by `train.seed` / `train.data_seed` (their saved config.yaml equal otherwise) are one
+report row (`aggregate_seeds`): its accuracies are the means over the seeds, shown `mean ± sd across seeds (k seeds)`.
+Its interval and a paired difference treat the seeds as fixed strata: items are resampled within each seed (a task's
+strata are (seed, subject)), and a difference pairs each item with the same item of the baseline's run of the same
+seed. The seeds themselves are not resampled: with the 2 to 5 seeds a sweep affords, a bootstrap over seeds has almost
+no distinct resamples; the sd across seeds is printed beside it instead, so seed-to-seed spread stays visible.
+
 Resampling n items with replacement and averaging draws each distinct score value a Multinomial(n, frequencies)
 number of times, so the bootstrap means are drawn exactly that way: O(resamples × distinct values) per stratum instead
 of O(resamples × n), for any n. Each stratum has its own generator, seeded from the seed and its name, so a task's
@@ -22,7 +29,10 @@ interval does not move when another task joins the report.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
+import typing
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +40,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from proxlab.core.config import ReportConfig
+from proxlab.core.config import ExperimentConfig, ReportConfig, content_fields
 from proxlab.runner.ledger import BY_STEP, LEDGER
 
 AVG = "avg"
@@ -47,8 +57,10 @@ class Interval:
     se: float
     low: float
     high: float
-    n: int  # items behind it (paired: items both runs evaluated)
+    n: int  # items behind it (paired: items both runs evaluated), over all seeds
     p: float | None = None  # two-sided p-value of a difference; None for an accuracy
+    seeds: int = 1  # runs (seeds) it averages
+    sd: float | None = None  # standard deviation of the per-seed values (seeds > 1)
 
     @property
     def significant(self) -> bool:
@@ -93,10 +105,14 @@ def interval(point: float, draws: np.ndarray, n: int, level: float, difference: 
     return Interval(point, float(np.std(draws, ddof=1)), float(low), float(high), n, p)
 
 
+def _nonempty(per_task: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, Mapping[str, np.ndarray]]:
+    return {t: st for t, st in per_task.items() if any(len(v) for v in st.values())}
+
+
 def _estimates(per_task: Mapping[str, Mapping[str, np.ndarray]], options: ReportConfig, difference: bool
                ) -> dict[str, Interval]:
     """Each task's interval and AVG's (the mean over the tasks given), from per-task strata of item values."""
-    per_task = {t: s for t, s in per_task.items() if any(len(v) for v in s.values())}
+    per_task = _nonempty(per_task)
     out: dict[str, Interval] = {}
     draws = []
     points = []
@@ -112,15 +128,21 @@ def _estimates(per_task: Mapping[str, Mapping[str, np.ndarray]], options: Report
     return out
 
 
-def accuracy(scores: RunScores, options: ReportConfig, tasks: list[str] | None = None) -> dict[str, Interval]:
-    """Per task and for AVG (over `tasks`, default all): accuracy with its bootstrap SE and interval."""
-    chosen = {t: {k: v for k, (_, v) in scores[t].items()} for t in (tasks or scores) if t in scores}
-    return _estimates(chosen, options, difference=False)
+def point_estimates(per_task: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, float]:
+    """`_estimates`' values without the resampling: each task's unweighted mean of its strata's means, and AVG."""
+    out = {t: float(np.mean([np.mean(v) for v in st.values() if len(v)]))
+           for t, st in sorted(_nonempty(per_task).items())}
+    if out:
+        out[AVG] = float(np.mean(list(out.values())))
+    return out
 
 
-def paired(a: RunScores, b: RunScores, options: ReportConfig, tasks: list[str] | None = None) -> dict[str, Interval]:
-    """Per task and for AVG (over the tasks both have, among `tasks`): a − b over the items both evaluated, with a
-    paired bootstrap interval and p-value."""
+def _values(scores: RunScores, tasks: list[str] | None) -> dict[str, dict[str, np.ndarray]]:
+    return {t: {k: v for k, (_, v) in scores[t].items()} for t in (tasks or scores) if t in scores}
+
+
+def _differences(a: RunScores, b: RunScores, tasks: list[str] | None) -> dict[str, dict[str, np.ndarray]]:
+    """Per task and stratum: a − b item by item, over the items (doc_index) both evaluated."""
     diffs: dict[str, dict[str, np.ndarray]] = {}
     for task in (tasks or a):
         if task not in a or task not in b:
@@ -131,7 +153,76 @@ def paired(a: RunScores, b: RunScores, options: ReportConfig, tasks: list[str] |
             ids_b, vb = b[task][stratum]
             _, ia, ib = np.intersect1d(ids_a, ids_b, assume_unique=True, return_indices=True)
             diffs.setdefault(task, {})[stratum] = va[ia] - vb[ib]
-    return _estimates(diffs, options, difference=True)
+    return diffs
+
+
+def accuracy(scores: RunScores, options: ReportConfig, tasks: list[str] | None = None) -> dict[str, Interval]:
+    """Per task and for AVG (over `tasks`, default all): accuracy with its bootstrap SE and interval."""
+    return _estimates(_values(scores, tasks), options, difference=False)
+
+
+def paired(a: RunScores, b: RunScores, options: ReportConfig, tasks: list[str] | None = None) -> dict[str, Interval]:
+    """Per task and for AVG (over the tasks both have, among `tasks`): a − b over the items both evaluated, with a
+    paired bootstrap interval and p-value."""
+    return _estimates(_differences(a, b, tasks), options, difference=True)
+
+
+SeedScores = dict[str, RunScores]  # seed label -> that seed's run's scores
+
+
+def merge_seeds(by_seed: SeedScores) -> RunScores:
+    """One run's scores from several seeds' runs: each (seed, stratum) is a stratum of its own (`<seed>|<stratum>`),
+    so the composites average over seeds the per-seed values, items are resampled within their seed, and a paired
+    difference matches items only within the same seed."""
+    out: RunScores = {}
+    for seed, scores in by_seed.items():
+        for task, strata in scores.items():
+            out.setdefault(task, {}).update({f"{seed}|{k}": v for k, v in strata.items()})
+    return out
+
+
+def seeds_accuracy(by_seed: SeedScores, options: ReportConfig, tasks: list[str] | None = None
+                   ) -> dict[str, Interval]:
+    """`accuracy` over one or more seeds: the mean over seeds, items resampled within each seed, with the sd of the
+    per-seed values."""
+    if len(by_seed) == 1:
+        return accuracy(next(iter(by_seed.values())), options, tasks)
+    tasks = _in_every(by_seed.values(), tasks)
+    ivs = accuracy(merge_seeds(by_seed), options, tasks) if tasks else {}
+    return _with_spread(ivs, [point_estimates(_values(sc, tasks)) for sc in by_seed.values()])
+
+
+def seeds_paired(a: SeedScores, b: SeedScores, options: ReportConfig, tasks: list[str] | None = None
+                 ) -> dict[str, Interval]:
+    """`paired` over seeds: each seed of `a` against the same seed of `b` (a run alone against a run alone whatever
+    their seeds, as before seeds existed); the seeds neither shares are left out, so none when they share none."""
+    if len(a) == 1 and len(b) == 1:
+        return paired(next(iter(a.values())), next(iter(b.values())), options, tasks)
+    common = [seed for seed in a if seed in b]
+    if len(common) <= 1:
+        return {} if not common else paired(a[common[0]], b[common[0]], options, tasks)
+    tasks = _in_every([a[k] for k in common] + [b[k] for k in common], tasks)
+    ivs = paired(merge_seeds({k: a[k] for k in common}), merge_seeds({k: b[k] for k in common}), options, tasks) \
+        if tasks else {}
+    return _with_spread(ivs, [point_estimates(_differences(a[k], b[k], tasks)) for k in common])
+
+
+def _in_every(runs: Any, tasks: list[str] | None) -> list[str]:
+    """The tasks (among `tasks`, default all) every one of the runs has samples of: a mean over seeds is over all of
+    its seeds or not given."""
+    runs = list(runs)
+    have = set.intersection(*[set(sc) for sc in runs]) if runs else set()
+    return [t for t in (tasks or sorted(have)) if t in have]
+
+
+def _with_spread(ivs: dict[str, Interval], per_seed: list[dict[str, float]]) -> dict[str, Interval]:
+    """The intervals, each with how many seeds have it and the sd of their values."""
+    out = {}
+    for key, iv in ivs.items():
+        values = [p[key] for p in per_seed if key in p]
+        sd = float(np.std(values, ddof=1)) if len(values) > 1 else None
+        out[key] = dataclasses.replace(iv, seeds=len(values), sd=sd)
+    return out
 
 
 # -- reading the per-sample results of a run ---------------------------------------------------------------------------
@@ -226,6 +317,140 @@ def step_scores(summary: Mapping[str, Any]) -> dict[int, RunScores]:
     return out
 
 
+# -- seeds: runs that differ only by train.seed / train.data_seed are one row ----------------------------------------
+
+SEED_RUNS = "seed_runs"  # an aggregated row's key: {seed label: the summary of that seed's run}
+SEED_KEYS = ("seed", "data_seed")  # in the `train` section
+# Sections of the saved config that change no output: runs differing only here are the same experiment.
+NOT_OUTPUTS = ("cluster", "logger", "paths", "report", "force", "stop_after", "dry_run", "notes", "hydra")
+CONFIG_FILE = "config.yaml"  # a run directory's resolved config (runner.run)
+
+
+def run_config(summary: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The run's saved, resolved config (`<run_dir>/config.yaml`); None without one."""
+    if not summary.get("run_dir"):
+        return None
+    path = Path(summary["run_dir"]) / CONFIG_FILE
+    try:
+        return _read_config(str(path), path.stat().st_mtime_ns)
+    except OSError:
+        return None
+
+
+@functools.lru_cache(maxsize=1024)
+def _read_config(path: str, mtime_ns: int) -> dict[str, Any] | None:  # mtime: a rewritten file is read again
+    import yaml
+
+    try:
+        cfg = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return cfg if isinstance(cfg, dict) else None
+
+
+def seed_label(seed: Any, data_seed: Any = None) -> str:
+    """`1`, or `1/data 7` when the data order has its own seed."""
+    return str(seed) if data_seed is None else f"{seed}/data {data_seed}"
+
+
+def _seed_sort(label: str) -> tuple:
+    return tuple(int(x) if x.lstrip("-").isdigit() else x for x in label.replace("/data ", " ").split())
+
+
+def _bare(t: Any) -> Any:
+    args = [a for a in typing.get_args(t) if a is not type(None)]
+    return args[0] if typing.get_origin(t) is typing.Union and len(args) == 1 else t
+
+
+def _outputs_only(values: Any, schema: Any) -> Any:
+    """The settings of a config section that change outputs: its schema's hashed fields, recursively (keys the schema
+    does not know are kept: an unknown key may matter)."""
+    if not isinstance(values, dict) or not dataclasses.is_dataclass(schema):
+        return values
+    types = typing.get_type_hints(schema)
+    hashed = set(content_fields(schema))
+    return {k: _outputs_only(v, _bare(types.get(k))) for k, v in values.items() if k in hashed or k not in types}
+
+
+def seed_group(cfg: Mapping[str, Any]) -> str:
+    """What runs that differ only by seed have in common: every output-changing setting of the saved config except
+    train.seed and train.data_seed."""
+    kept = _outputs_only({k: v for k, v in cfg.items() if k not in NOT_OUTPUTS}, ExperimentConfig)
+    kept["train"] = {k: v for k, v in (kept.get("train") or {}).items() if k not in SEED_KEYS}
+    return json.dumps(kept, sort_keys=True, default=str)
+
+
+def _mean_of(values: list[Any]) -> Any:
+    """The mean of numbers that differ; the value itself when they agree, or when not all are numbers."""
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    if not numbers or all(v == values[0] for v in values):
+        return values[0]
+    return float(np.mean(values))
+
+
+def _mean_curve(members: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The accuracy-by-step curve averaged over seeds, at the steps every seed evaluated."""
+    curves = [{p["step"]: p for p in m.get(BY_STEP) or []} for m in members]
+    steps = sorted(set.intersection(*[set(c) for c in curves])) if curves else []
+    out = []
+    for step in steps:
+        points = [c[step] for c in curves]
+        tasks = [t for t in points[0].get("tasks", {}) if all(p.get("tasks", {}).get(t) is not None for p in points)]
+        out.append({**{k: _mean_of([p.get(k) for p in points]) for k in points[0] if k != "tasks"},
+                    "tasks": {t: float(np.mean([p["tasks"][t] for p in points])) for t in tasks}})
+    return out
+
+
+def seed_row(members: list[dict[str, Any]]) -> dict[str, Any]:
+    """One report row for runs that differ only by seed: the first seed's labels and paths (its run directory names
+    the row), each number the mean over the seeds where they differ (accuracies), the accuracy curve averaged, and
+    the seeds' own summaries under SEED_RUNS."""
+    by_seed = {seed_of(m): m for m in members}
+    labels = sorted(by_seed, key=_seed_sort)
+    ordered = [by_seed[label] for label in labels]
+    row = {k: _mean_of([m.get(k) for m in ordered]) for k in ordered[0] if k != BY_STEP}
+    if any(m.get(BY_STEP) for m in ordered):
+        row[BY_STEP] = _mean_curve(ordered)
+    row[SEED_RUNS] = {label: by_seed[label] for label in labels}
+    return row
+
+
+def seed_of(summary: Mapping[str, Any]) -> str | None:
+    """The run's seed label from its saved config (`train.seed`, `train.data_seed`); None without a saved config."""
+    train = (run_config(summary) or {}).get("train") or {}
+    return seed_label(train["seed"], train.get("data_seed")) if "seed" in train else None
+
+
+def aggregate_seeds(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The report's rows: runs whose saved configs differ only by train.seed / train.data_seed become one row
+    (`seed_row`), in the place of the first of them; any other run stays a row of its own, unchanged. Runs with the
+    same config and the same seed (the same experiment on other input files, which re-key its stages) are not seeds
+    of each other: they stay apart."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for s in summaries:
+        cfg = run_config(s)
+        key = seed_group(cfg) if cfg is not None and seed_of(s) is not None else f"run:{s.get('run_dir')}"
+        groups.setdefault(key, []).append(s)
+    out: list[dict[str, Any]] = []
+    for members in groups.values():
+        distinct = len({seed_of(m) for m in members}) == len(members)
+        out += [seed_row(members)] if len(members) > 1 and distinct else members
+    return out
+
+
+def seed_runs(summary: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """{seed label: summary} of a row's runs: its seeds, or the run itself (under its seed, "" when unknown)."""
+    return summary.get(SEED_RUNS) or {seed_of(summary) or "": dict(summary)}
+
+
+def seeds_note(summary: Mapping[str, Any]) -> str:
+    """`seeds 1, 2, 3 (runs a, b, c)` for a row over several seeds; "" for a run alone."""
+    runs = summary.get(SEED_RUNS)
+    if not runs:
+        return ""
+    return (f"seeds {', '.join(runs)} (runs {', '.join(Path(m['run_dir']).name for m in runs.values())})")
+
+
 # -- a sweep's statistics ----------------------------------------------------------------------------------------------
 
 def _fewshot_key(summary: Mapping[str, Any]) -> tuple:
@@ -234,40 +459,68 @@ def _fewshot_key(summary: Mapping[str, Any]) -> tuple:
     return results.get("suite"), results.get("num_fewshot")
 
 
+def _row_key(summary: Mapping[str, Any]) -> str:
+    """A row's identity: its run directory, or its seeds' (a row over seeds carries its first seed's run_dir)."""
+    runs = summary.get(SEED_RUNS)
+    return "+".join(m["run_dir"] for m in runs.values()) if runs else summary["run_dir"]
+
+
 @dataclass
 class SweepStats:
-    """The sweep's per-sample scores, read once, and the intervals the report's parts ask for (cached)."""
+    """The sweep's per-sample scores, read once, and the intervals the report's parts ask for (cached). `summaries`
+    are the report's rows (`aggregate_seeds`): a row over several seeds is scored from each seed's run."""
 
     summaries: list[dict[str, Any]]
     options: ReportConfig = field(default_factory=ReportConfig)
 
     def __post_init__(self) -> None:
         check_options(self.options)
-        self.scores = {s["run_dir"]: final_scores(s) for s in self.summaries}
-        self._cache: dict[tuple, dict[str, Interval]] = {}
+        self.scores: dict[str, SeedScores] = {
+            _row_key(s): {seed: final_scores(m) for seed, m in seed_runs(s).items()} for s in self.summaries}
+        self._cache: dict[tuple, dict] = {}
 
     def has_samples(self) -> bool:
-        return any(self.scores.values())
+        return any(sc for by_seed in self.scores.values() for sc in by_seed.values())
+
+    def has_seeds(self) -> bool:
+        """Some row averages several seeds."""
+        return any(s.get(SEED_RUNS) for s in self.summaries)
+
+    def _seed_scores(self, summary: Mapping[str, Any]) -> SeedScores:
+        key = _row_key(summary)
+        if key not in self.scores:  # a run that is not one of the rows (one seed of a row)
+            self.scores[key] = {seed: final_scores(m) for seed, m in seed_runs(summary).items()}
+        return self.scores[key]
 
     def accuracy(self, summary: Mapping[str, Any], tasks: list[str] | None = None) -> dict[str, Interval]:
-        key = ("acc", summary["run_dir"], tuple(tasks or ()))
+        key = ("acc", _row_key(summary), tuple(tasks or ()))
         if key not in self._cache:
-            self._cache[key] = accuracy(self.scores.get(summary["run_dir"], {}), self.options, tasks)
+            self._cache[key] = seeds_accuracy(self._seed_scores(summary), self.options, tasks)
         return self._cache[key]
 
     def paired(self, a: Mapping[str, Any], b: Mapping[str, Any], tasks: list[str] | None = None
                ) -> dict[str, Interval]:
-        key = ("paired", a["run_dir"], b["run_dir"], tuple(tasks or ()))
+        key = ("paired", _row_key(a), _row_key(b), tuple(tasks or ()))
         if key not in self._cache:
-            self._cache[key] = paired(self.scores.get(a["run_dir"], {}), self.scores.get(b["run_dir"], {}),
-                                      self.options, tasks)
+            self._cache[key] = seeds_paired(self._seed_scores(a), self._seed_scores(b), self.options, tasks)
         return self._cache[key]
 
     def avg_by_step(self, summary: Mapping[str, Any]) -> dict[int, Interval]:
-        """{step: AVG's interval} of the run's intermediate checkpoints that have samples for every task."""
+        """{step: AVG's interval} at each intermediate checkpoint whose own per-sample results (not the final
+        checkpoint's) cover every task of that step's average; over a row's seeds, at the steps they all have."""
+        key = ("by_step", _row_key(summary))
+        if key not in self._cache:
+            self._cache[key] = self._avg_by_step(summary)
+        return self._cache[key]
+
+    def _avg_by_step(self, summary: Mapping[str, Any]) -> dict[int, Interval]:
+        per_seed = {seed: step_scores(m) for seed, m in seed_runs(summary).items()}
+        steps = set.intersection(*[set(s) for s in per_seed.values()]) if per_seed else set()
         out = {}
-        for step, scores in step_scores(summary).items():
-            ivs = accuracy(scores, self.options)
+        for step in sorted(steps):
+            if not all(by_step[step] for by_step in per_seed.values()):  # some seed has no samples there
+                continue
+            ivs = seeds_accuracy({seed: by_step[step] for seed, by_step in per_seed.items()}, self.options)
             point = next((p for p in summary.get(BY_STEP, []) if p["step"] == step), None)
             if AVG in ivs and point is not None and all(t in ivs for t in point.get("tasks", {})):
                 out[step] = ivs[AVG]
@@ -292,14 +545,22 @@ class SweepStats:
     def describe(self) -> str:
         """How the intervals were computed, for the footnotes."""
         o = self.options
-        return (f"bootstrap over items ({o.bootstrap_resamples} resamples, seed {o.bootstrap_seed}; MMLU resampled "
+        text = (f"bootstrap over items ({o.bootstrap_resamples} resamples, seed {o.bootstrap_seed}; MMLU resampled "
                 f"within subjects, AVG within tasks), {100 * o.confidence_level:g}% percentile intervals")
+        if self.has_seeds():
+            text += ("; a row over k seeds shows the mean over its seeds ± their standard deviation (k seeds), and "
+                     "its intervals and paired differences resample items within each seed, pairing each seed with "
+                     "the baseline's run of the same seed (seeds fixed, not resampled)")
+        return text
 
 
 def pm(value: float | None, iv: Interval | None) -> str:
-    """`43.5 ± 0.9` (percent, standard error), or the value alone without an interval."""
+    """`43.5 ± 0.9` (percent, standard error), `43.5 ± 0.9 (3 seeds)` over seeds (± their standard deviation), or
+    the value alone without an interval."""
     if value is None:
         return "–"
+    if iv is not None and iv.seeds > 1 and iv.sd is not None:
+        return f"{100 * value:.1f} ± {100 * iv.sd:.1f} ({iv.seeds} seeds)"
     return f"{100 * value:.1f}" + ("" if iv is None else f" ± {100 * iv.se:.1f}")
 
 

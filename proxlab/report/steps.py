@@ -3,8 +3,11 @@
 the paper's row beside ours where the paper gives AVG at the same steps.
 
 The curves come from summary.json's `eval_by_step` (proxlab.runner.ledger.accuracy_by_step). Accuracies are
-percentages with one decimal, as in the paper; AVG is the evaluation's average over the tasks run. The plot draws
-each checkpoint's AVG interval (proxlab.report.stats) where its per-sample results are there.
+percentages with one decimal, as in the paper; AVG is the evaluation's average over the tasks run. Each checkpoint's
+AVG carries its own uncertainty, from that checkpoint's per-sample results (`samples/step-XXXXXXXX/`, which the
+evaluate stage writes for every checkpoint it evaluates; proxlab.report.stats): `± SE` in the AVG table, its interval
+as error bars on the plot; a checkpoint without samples gets neither (never the final checkpoint's). A row over
+several seeds shows the mean curve (± the sd across seeds), with each seed's points on the plot.
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ from typing import Any
 
 from proxlab.runner.ledger import BY_STEP
 from proxlab.report.paper import AVG_BY_STEP, TABLES
+from proxlab.report.paper_tables import run_row
 from proxlab.report.part import ReportPart, markdown_table
-from proxlab.report.stats import SweepStats
+from proxlab.report.stats import SEED_RUNS, Interval, SweepStats
 
 STEM = "accuracy_by_step"
 
@@ -43,12 +47,22 @@ def _pct(v: float | None) -> str:
 def row_label(summary: dict[str, Any]) -> str:
     """The paper's name of the run's row (Table 2's "ProX-D+C"), else its row key, else model/variant."""
     key = summary.get("report_row") or f"{summary.get('model')}/{summary.get('variant')}"
-    table = TABLES.get(summary.get("paper_table") or "")
-    return table.row_labels.get(key, key) if table else key
+    row = run_row(summary)  # with its refiner's label where the table labels rows by refiner (Table 2)
+    return row.label if row is not None else key
 
 
 def run_name(summary: dict[str, Any]) -> str:
-    return Path(summary.get("run_dir", "")).name
+    """The run directory's name; a row over seeds: its first seed's, with the count."""
+    name = Path(summary.get("run_dir", "")).name
+    seeds = summary.get(SEED_RUNS)
+    return f"{name} ({len(seeds)} seeds)" if seeds else name
+
+
+def _pm(value: float | None, iv: Interval | None) -> str:
+    """A step's AVG: `41.6 ± 0.8` (± its SE, or over seeds their sd), or the value alone."""
+    if value is None or iv is None:
+        return _pct(value)
+    return f"{100 * value:.1f} ± {100 * (iv.sd if iv.seeds > 1 and iv.sd is not None else iv.se):.1f}"
 
 
 def task_columns(summary: dict[str, Any]) -> list[tuple[str, str]]:
@@ -70,16 +84,20 @@ def run_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return header, body
 
 
-def avg_table(runs: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    """AVG by step across runs (paper Table 10, Fig. 6's table), with the paper's row when we evaluated at its steps."""
+def avg_table(runs: list[dict[str, Any]], stats: SweepStats | None = None) -> tuple[list[str], list[list[str]]]:
+    """AVG by step across runs (paper Table 10, Fig. 6's table), with the paper's row when we evaluated at its steps;
+    our AVG with its ± where that checkpoint's per-sample results are there."""
     steps = sorted({p["step"] for s in runs for p in s[BY_STEP]})
     header = ["row", "source", "run", *[step_label(s) for s in steps]]
     body = []
     for s in runs:
         avg = {p["step"]: p.get("avg") for p in s[BY_STEP]}
-        body.append([row_label(s), "ours", run_name(s), *["–" if st not in avg else _pct(avg[st]) for st in steps]])
+        ivs = stats.avg_by_step(s) if stats is not None else {}
+        body.append([row_label(s), "ours", run_name(s),
+                     *["–" if st not in avg else _pm(avg[st], ivs.get(st)) for st in steps]])
         paper_steps, paper_rows = AVG_BY_STEP.get(s.get("paper_table") or "", ((), {}))
-        paper = dict(zip(paper_steps, paper_rows.get(s.get("report_row") or "", ())))
+        row = run_row(s)  # a run refined with another refiner than the paper's row has no per-step paper row
+        paper = dict(zip(paper_steps, paper_rows.get(row.key if row is not None else "", ())))
         if paper and set(paper) <= set(steps):  # our checkpoints include the paper's (e.g. every 500 vs 2.5K steps)
             body.append([row_label(s), "paper", "", *[f"{paper[st]:.1f}" if st in paper else "–" for st in steps]])
     return header, body
@@ -97,9 +115,13 @@ def plot(runs: list[dict[str, Any]], path: Path, metric: str, stats: SweepStats 
         intervals = stats.avg_by_step(s) if stats is not None else {}
         below = [100 * (p["avg"] - intervals[p["step"]].low) if p["step"] in intervals else 0.0 for p in points]
         above = [100 * (intervals[p["step"]].high - p["avg"]) if p["step"] in intervals else 0.0 for p in points]
-        ax.errorbar([p["step"] for p in points], [100 * p["avg"] for p in points],
-                    yerr=[below, above] if intervals else None, marker="o", capsize=3,
-                    label=f"{row_label(s)} ({run_name(s)})")
+        line = ax.errorbar([p["step"] for p in points], [100 * p["avg"] for p in points],
+                           yerr=[below, above] if intervals else None, marker="o", capsize=3,
+                           label=f"{row_label(s)} ({run_name(s)})")
+        for member in (s.get(SEED_RUNS) or {}).values():  # each seed's own curve, as points in the row's colour
+            seed_points = [p for p in member.get(BY_STEP) or [] if p.get("avg") is not None]
+            ax.scatter([p["step"] for p in seed_points], [100 * p["avg"] for p in seed_points], s=10, alpha=0.5,
+                       color=line.lines[0].get_color())
     ax.set_xlabel("training step")
     ax.set_ylabel(f"AVG {metric} (%)")
     ax.set_title("accuracy by step")
@@ -117,8 +139,11 @@ def write_accuracy_by_step(rows: list[dict[str, Any]], out_dir: Path, stats: Swe
     if not runs:
         return None
     metric = runs[0].get("eval/metric", "acc_norm")
-    header, body = avg_table(runs)
+    header, body = avg_table(runs, stats)
     lines = [f"### Accuracy by step ({metric} × 100)", "", "AVG by step:", "", *markdown_table(header, body)]
+    if any("±" in cell for row in body for cell in row):
+        lines += ["", "± the standard error of that checkpoint's AVG, from its own per-sample results "
+                      "(a row over seeds: the sd of its seeds' AVG)."]
     tables = {"avg_by_step": (header, body)}
     for s in runs:
         run_header, run_body = run_table(s)
@@ -128,12 +153,16 @@ def write_accuracy_by_step(rows: list[dict[str, Any]], out_dir: Path, stats: Swe
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{STEM}.md").write_text(markdown)
     tasks = list(dict.fromkeys(t for s in runs for _, t in task_columns(s)))
+    seeded = any(s.get(SEED_RUNS) for s in runs)  # then a `seed` column: "mean", or each seed's own rows
     with open(out_dir / f"{STEM}.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["row", "run", "step", "tokens", "flops_train", *tasks, "avg"])
+        w.writerow(["row", "run", "step", "tokens", "flops_train", *tasks, "avg"] + (["seed"] if seeded else []))
         for s in runs:
-            for p in s[BY_STEP]:
-                w.writerow([row_label(s), run_name(s), p["step"], p.get("tokens"), p.get("flops/train"),
-                            *[p["tasks"].get(t) for t in tasks], p.get("avg")])
+            curves = [("mean" if s.get(SEED_RUNS) else "", s, run_name(s))]
+            curves += [(seed, m, Path(m["run_dir"]).name) for seed, m in (s.get(SEED_RUNS) or {}).items()]
+            for seed, curve, name in curves:
+                for p in curve.get(BY_STEP) or []:
+                    w.writerow([row_label(s), name, p["step"], p.get("tokens"), p.get("flops/train"),
+                                *[p["tasks"].get(t) for t in tasks], p.get("avg")] + ([seed] if seeded else []))
     plot(runs, out_dir / f"{STEM}.png", metric, stats)
     return ReportPart(markdown, tables, {STEM: out_dir / f"{STEM}.png"})

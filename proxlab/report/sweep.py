@@ -6,7 +6,8 @@ and a PNG of average accuracy against total FLOPs; each paper table the runs rep
 the accuracy-by-step tables (report_steps); the FLOPs figure of the paper's Fig. 8 (report_flops). Where the
 evaluate artifacts hold per-sample results, every accuracy carries its bootstrap standard error (`43.5 ± 0.9`), the
 plots error bars, and `comparisons.{md,csv}` each variant's paired difference from its baseline per task and for AVG
-(proxlab.report.stats, docs/report.md).
+(proxlab.report.stats, docs/report.md). Runs that differ only by `train.seed` / `train.data_seed` are one row: the
+mean over the seeds ± their standard deviation, paired seed by seed with the baseline (`seeds.csv`: each seed's own).
 Prints the tables, and logs them and the plots to W&B in the sweep's group when W&B is on. Reads only local files, so
 it works offline and in tests. Also the last step of a Hydra multirun (`SweepReportCallback`), and the report job of a
 sweep submitted as Slurm jobs (`proxlab submit -m`, slurm/report.sh).
@@ -31,10 +32,13 @@ from proxlab.core.config import ReportConfig
 from proxlab.runner.ledger import SUMMARY
 from proxlab.runner.sweep import FAILURE, JOBS
 from proxlab.report.paper import TABLES
-from proxlab.report.paper_tables import DataNotes, data_notes, eval_results, render, write_paper_table
+from proxlab.report.paper_tables import (DataNotes, data_notes, eval_results, render, write_paper_table,
+                                         write_refiner_table)
+from proxlab.report.paper_tables import standin_mark, tokenizer_notes
 from proxlab.report.flops import write_flops_report
 from proxlab.report.part import ReportPart, markdown_table
-from proxlab.report.stats import AVG, SweepStats, p_value, pm, signed, span
+from proxlab.report.stats import (AVG, SEED_RUNS, SweepStats, aggregate_seeds, p_value, pm, seed_runs, seeds_note,
+                                  signed, span)
 from proxlab.report.steps import write_accuracy_by_step
 
 VARIANT_ORDER = {"raw": 0, "rules": 1, "doc": 2, "prox": 3}
@@ -130,7 +134,9 @@ def table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
         kept = f"{r.get('docs/kept')}/{r.get('docs/raw')}"
         skipped = res.get("skipped") or {}
         scores = [("skipped" if t in skipped and r.get(f"eval/{t}") is None else r.get(f"eval/{t}")) for t in tasks]
-        body.append([r.get("variant"), r.get("model"), kept, r.get("tokens/train"), r.get("flops/refine"),
+        mark = standin_mark(r)  # a stand-in tokenizer (the ‡ note under the table)
+        body.append([r.get("variant"), f"{r.get('model')}{mark}" if mark else r.get("model"), kept,
+                     r.get("tokens/train"), r.get("flops/refine"),
                      r.get("flops/train"), r.get("flops/total"), *scores, r.get("eval/avg")])
     return header, body
 
@@ -156,15 +162,27 @@ def with_errors(header: list[str], body: list[list[Any]], rows: list[dict[str, A
 
 
 def error_columns(rows: list[dict[str, Any]], tasks: list[str], stats: SweepStats) -> tuple[list[str], list[list]]:
-    """CSV columns beside the accuracies: each task's standard error, and AVG's with its interval."""
+    """CSV columns beside the accuracies: each task's standard error, and AVG's with its interval; in a sweep with rows
+    over several seeds, also each row's seed count and the sd of its AVG across seeds."""
     header = [f"{t} se" for t in tasks] + ["avg se", "avg ci low", "avg ci high"]
+    if stats.has_seeds():
+        header += ["seeds", "avg sd"]
     cells = []
     for r in rows:
         ivs = stats.accuracy(r)
         avg = ivs.get(AVG)
         cells.append([ivs[t].se if t in ivs else None for t in tasks]
-                     + ([avg.se, avg.low, avg.high] if avg else [None] * 3))
+                     + ([avg.se, avg.low, avg.high] if avg else [None] * 3)
+                     + ([len(seed_runs(r)), avg.sd if avg else None] if stats.has_seeds() else []))
     return header, cells
+
+
+def seed_table(rows: list[dict[str, Any]], tasks: list[str]) -> tuple[list[str], list[list[Any]]]:
+    """seeds.csv: one line per seed of every row over several seeds (the numbers its mean is of)."""
+    header = ["variant", "model", "seed", "run", *tasks, "avg"]
+    body = [[r.get("variant"), r.get("model"), seed, Path(m["run_dir"]).name, *[m.get(f"eval/{t}") for t in tasks],
+             m.get("eval/avg")] for r in rows for seed, m in (r.get(SEED_RUNS) or {}).items()]
+    return header, body
 
 
 def comparisons(rows: list[dict[str, Any]], tasks: list[str], stats: SweepStats
@@ -178,14 +196,15 @@ def comparisons(rows: list[dict[str, Any]], tasks: list[str], stats: SweepStats
         ivs = stats.versus_baseline(r)
         if base is None or not ivs:
             continue
-        body.append([str(r.get("variant")), str(r.get("model")), str(base.get("variant")),
+        seeds = f" ({ivs[AVG].seeds} seeds)" if ivs[AVG].seeds > 1 else ""
+        body.append([str(r.get("variant")), str(r.get("model")), str(base.get("variant")) + seeds,
                      *[f"{signed(ivs[t])} {span(ivs[t])}" if t in ivs else "–" for t in tasks + [AVG]],
                      p_value(ivs[AVG], stats.options.bootstrap_resamples)])
         for t in tasks + [AVG]:
             if t in ivs:
                 iv = ivs[t]
                 long.append([Path(r["run_dir"]).name, Path(base["run_dir"]).name, t, iv.value, iv.low, iv.high, iv.p,
-                             iv.n, iv.significant])
+                             iv.n, iv.significant] + ([iv.seeds] if stats.has_seeds() else []))
     return header, body, long
 
 
@@ -238,8 +257,12 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str, stats: SweepStats |
             ax.errorbar(r["flops/total"], 100 * r["eval/avg"], yerr=err, fmt="o", ms=6, capsize=3)
         else:
             ax.scatter(r["flops/total"], 100 * r["eval/avg"], s=40)
-        ax.annotate(f"{r['variant']} ({r['model']})", (r["flops/total"], 100 * r["eval/avg"]),
-                    textcoords="offset points", xytext=(5, 4), fontsize=8)
+        seeds = [m["eval/avg"] for m in (r.get(SEED_RUNS) or {}).values() if m.get("eval/avg") is not None]
+        if seeds:  # each seed's own AVG, beside the mean
+            ax.scatter([r["flops/total"]] * len(seeds), [100 * v for v in seeds], s=12, color="grey", alpha=0.6,
+                       zorder=3)
+        ax.annotate(f"{r['variant']} ({r['model']})" + (f", {len(seeds)} seeds" if seeds else ""),
+                    (r["flops/total"], 100 * r["eval/avg"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
     ax.set_xlabel("total FLOPs (refining + training)")
     ax.set_ylabel(f"average {rows[0].get('eval/metric', 'acc_norm') if rows else ''} (%)")
     ax.set_title(title)
@@ -253,7 +276,7 @@ def build_report(sweep_dir: Path, log_wandb: bool = False, logger_cfg: dict | No
                  options: ReportConfig | None = None, failures: list[dict[str, Any]] | None = None) -> Path:
     """The sweep's report; `failures`: failed experiments that left no record in the sweep directory (a local sweep's
     config errors), besides those that did."""
-    rows = load_summaries(sweep_dir)
+    rows = aggregate_seeds(load_summaries(sweep_dir))  # runs that differ only by seed: one row
     failed = load_failures(sweep_dir) + list(failures or [])
     if not rows and not failed:
         raise FileNotFoundError(f"no {SUMMARY} under {sweep_dir}/*/: run the sweep's experiments first")
@@ -266,9 +289,12 @@ def build_report(sweep_dir: Path, log_wandb: bool = False, logger_cfg: dict | No
     shown = with_errors(header, body, rows, tasks, stats) + failure_rows(failed, len(header))
     body += failure_rows(failed, len(header))
     metric = rows[0].get("eval/metric", "acc_norm") if rows else "acc_norm"
-    notes = sweep_notes(rows)[2].lines()
+    notes = tokenizer_notes([(f"{r.get('variant')}/{r.get('model')}", r) for r in rows]) + sweep_notes(rows)[2].lines()
     if stats.has_samples():
         notes = [f"± standard error: {stats.describe()}.", ""] + notes
+    seeded = [f"- {r.get('variant')} ({r.get('model')}): mean over {seeds_note(r)}" for r in rows if r.get(SEED_RUNS)]
+    if seeded:
+        notes = ["Rows over several seeds (their numbers are means; per seed in seeds.csv):", "", *seeded, ""] + notes
     md = markdown(header, shown, metric, notes) + failures_markdown(failed)
     (out / "table.md").write_text(md)
     se_header, se_cells = error_columns(rows, tasks, stats)
@@ -276,6 +302,10 @@ def build_report(sweep_dir: Path, log_wandb: bool = False, logger_cfg: dict | No
         w = csv.writer(f)
         w.writerow(header + se_header)
         w.writerows([row + (se_cells[i] if i < len(se_cells) else []) for i, row in enumerate(body)])
+    if stats.has_seeds():
+        seed_header, seed_body = seed_table(rows, tasks)
+        with open(out / "seeds.csv", "w", newline="") as f:
+            csv.writer(f).writerows([seed_header, *seed_body])
     parts = [ReportPart(md, {"table": (header, [[_fmt(v) for v in row] for row in shown])}, {})]
     cmp_header, cmp_body, cmp_long = comparisons(rows, tasks, stats)
     if cmp_body:
@@ -283,7 +313,7 @@ def build_report(sweep_dir: Path, log_wandb: bool = False, logger_cfg: dict | No
         (out / "comparisons.md").write_text(cmp_md)
         with open(out / "comparisons.csv", "w", newline="") as f:
             csv.writer(f).writerows([["run", "baseline", "task", "delta", "ci_low", "ci_high", "p", "items",
-                                      "significant"], *cmp_long])
+                                      "significant"] + (["seeds"] if stats.has_seeds() else []), *cmp_long])
         parts.append(ReportPart(cmp_md, {"comparisons": (cmp_header, cmp_body)}, {}))
     if rows:
         plot(rows, out / "accuracy_vs_flops.png", f"{Path(sweep_dir).name}: accuracy vs FLOPs", stats)
@@ -295,6 +325,9 @@ def build_report(sweep_dir: Path, log_wandb: bool = False, logger_cfg: dict | No
         parts.append(ReportPart(write_paper_table(TABLES[name], paper_rows, out, stats),
                                 {f"paper/{name}": render(TABLES[name], paper_rows, stats=stats)},
                                 {f"paper/{name}": out / f"{name}.png"}))
+    refiners = write_refiner_table(rows, out)  # paper Table 4, where a run's refiner has F1 or kept ratio
+    if refiners is not None:
+        parts.append(refiners)
     by_step = write_accuracy_by_step(rows, out, stats) if rows else None
     if by_step is not None:
         parts.append(by_step)
@@ -309,6 +342,11 @@ def build_report(sweep_dir: Path, log_wandb: bool = False, logger_cfg: dict | No
     if log_wandb:
         from proxlab.core.tracking import MetricsLogger
 
+        from proxlab.report.wandb_report import experiment_rows, experiment_tables, log_summary_runs
+
+        # one row and summary run per run directory (a seed is a run of its own): numbers W&B sorts and groups
+        runs = load_summaries(sweep_dir)
+        experiments = experiment_rows(runs, stats, tasks)
         logger = MetricsLogger(out / "metrics.jsonl", job="report", logger_cfg=logger_cfg, run_dir=sweep_dir)
         try:
             for part in parts:
@@ -316,8 +354,11 @@ def build_report(sweep_dir: Path, log_wandb: bool = False, logger_cfg: dict | No
                     logger.table(f"report/{name}", cols, cells)
                 for name, path in part.images.items():
                     logger.image(f"report/plot/{name}", path)
+            for name, (cols, cells) in experiment_tables(experiments).items():
+                logger.table(f"report/{name}", cols, cells)
         finally:
             logger.close()
+        log_summary_runs(runs, experiments, tasks, logger_cfg)  # after: one W&B run at a time in a process
     return out
 
 

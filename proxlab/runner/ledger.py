@@ -19,6 +19,7 @@ SUMMARY = "summary.json"
 # written with eval.checkpoints=all), with the training tokens and FLOPs spent up to that step. Not under `eval/`:
 # those keys are one number per task.
 BY_STEP = "eval_by_step"
+REFINER_STAGES = "refiner."  # the stages that build refiners (runner.graph.build_refiners)
 
 
 @dataclass
@@ -49,13 +50,25 @@ class Ledger:
         self.save()
 
     def flops(self, kind: str) -> float:
-        return float(sum(e.flops.get(kind, 0.0) for e in self.stages.values()))
+        """The experiment's own FLOPs of `kind`: building its refiners (refiner.* stages) is counted apart."""
+        return float(sum(e.flops.get(kind, 0.0) for n, e in self.stages.items() if not n.startswith(REFINER_STAGES)))
+
+    def refiner_flops(self) -> dict[str, float]:
+        """Building the refiners, apart from refining and training as the paper counts them (it leaves SFT out as
+        negligible and the base's pretraining out by footnote): flops/refiner_base (the base's pretraining),
+        flops/teacher (annotation), flops/sft (fine-tuning). Empty without built refiners."""
+        kinds = {"refiner_base": "train", "teacher": "annotate", "sft": "sft"}
+        built = [e for n, e in self.stages.items() if n.startswith(REFINER_STAGES)]
+        if not built:
+            return {}
+        return {f"flops/{name}": float(sum(e.flops.get(kind, 0.0) for e in built)) for name, kind in kinds.items()}
 
     def save(self) -> None:
         payload = {
             "stages": {n: e.__dict__ for n, e in self.stages.items()},
             "totals": {"flops/refine": self.flops("refine"), "flops/train": self.flops("train"),
-                       "flops/total": self.flops("refine") + self.flops("train"), "flops/eval": self.flops("eval")},
+                       "flops/total": self.flops("refine") + self.flops("train"), "flops/eval": self.flops("eval"),
+                       **self.refiner_flops()},
         }
         atomic_write_text(self.run_dir / LEDGER, json.dumps(payload, indent=2, sort_keys=True))
 
@@ -86,6 +99,7 @@ def experiment_summary(ledger: Ledger, labels: dict[str, Any]) -> dict[str, Any]
     out["flops/refine"] = ledger.flops("refine")
     out["flops/train"] = ledger.flops("train")
     out["flops/total"] = out["flops/refine"] + out["flops/train"]
+    out.update(ledger.refiner_flops())
     if "evaluate" in ledger.stages:
         results = ledger.stages["evaluate"].extra.get("results", {})
         scores = task_scores(results)

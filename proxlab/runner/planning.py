@@ -10,7 +10,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from proxlab.core.config import CorpusConfig, ExperimentConfig, TrainingPlan, as_dict, split_settings, training_plan
+from proxlab.core.config import (CorpusConfig, ExperimentConfig, TrainingPlan, as_dict, is_built_refiner, split_settings,
+                                 training_plan)
 from proxlab.core.flops import inference_flops, training_flops
 from proxlab.models.params import non_embedding_params, total_params
 from proxlab.models.presets import model_config, planned_vocab_size, resolved_model_config
@@ -169,13 +170,83 @@ def refining_flops_by_level(cfg: ExperimentConfig, raw: float | None = None) -> 
     if variant == "prox":
         levels.append(("chunk", cfg.refine.chunk, raw * cfg.refine.expected_doc_kept))
     for level, gen, tokens in levels:
-        if not gen.size_preset:
+        built = is_built_refiner(gen.model) and cfg.refiner is not None
+        if built:
+            n, name = non_embedding_params(refiner_base_model(cfg)), f"built {cfg.refiner.name}"
+        elif gen.size_preset:
+            n, name = non_embedding_params(model_config(gen.size_preset)), gen.size_preset
+        else:
             lines.append(f"refine {level}: refine.{level}.size_preset not set; its FLOPs are left out")
             continue
-        flops = inference_flops(non_embedding_params(model_config(gen.size_preset)), tokens, 0)
+        flops = inference_flops(n, tokens, 0)
         by_level[level] = flops
-        lines.append(f"refine {level}: {gen.size_preset} refiner over {tokens:.3g} tokens → {flops:.3e} FLOPs")
+        lines.append(f"refine {level}: {name} refiner over {tokens:.3g} tokens → {flops:.3e} FLOPs")
     return lines, by_level
+
+
+def refiner_base_model(cfg: ExperimentConfig):
+    """The litgpt Config of the model a built refiner is fine-tuned from (refiner.base.model)."""
+    base = cfg.refiner.base.model
+    return resolved_model_config(base, planned_vocab_size(base))
+
+
+def built_levels(cfg: ExperimentConfig) -> list[str]:
+    levels = {"doc": ("doc",), "prox": ("doc", "chunk")}.get(cfg.refine.variant, ())
+    return [lv for lv in levels if cfg.refiner is not None and is_built_refiner(getattr(cfg.refine, lv).model)]
+
+
+def refiner_build_flops(cfg: ExperimentConfig) -> tuple[list[str], dict[str, float]]:
+    """What building the experiment's refiners costs, apart from refining and training (the paper counts neither):
+    the base's pretraining (6·N·D; shared with a raw run of the same model, recipe and corpus), the teacher's inference
+    (2·N·tokens over the seed documents' scoring prompts and the kept documents' three chunk prompts) and the SFT
+    (6·N·tokens·epochs). Estimates from the config: prompt lengths ≈ characters / 4, answers at max_new_tokens,
+    seed documents of refiner.annotate.plan_doc_tokens, refine.expected_doc_kept of them kept by Eq. 2."""
+    levels = built_levels(cfg)
+    if not levels:
+        return [], {}
+    from proxlab.refine.build.prompts import CHUNK_PROMPTS, SCORE_PROMPTS
+
+    r, a = cfg.refiner, cfg.refiner.annotate
+    out: dict[str, float] = {}
+    lines = []
+    n_base = non_embedding_params(refiner_base_model(cfg))
+    if r.base.checkpoint:
+        lines.append(f"refiner base: {r.base.checkpoint} (given; no pretraining)")
+    else:
+        base_plan = training_plan(r.base.train, cfg.cluster.devices * cfg.cluster.num_nodes)
+        out["refiner_base"] = training_flops(n_base, base_plan.tokens)
+        lines.append(f"refiner base: {r.base.model.preset} on the raw corpus, {base_plan.tokens:.3g} tokens → "
+                     f"{out['refiner_base']:.3e} FLOPs (the raw run's own pretraining when it has the same model "
+                     f"and recipe)")
+    seeds = a.num_docs or cfg.corpus.num_docs or (cfg.corpus.tokens or 0) / a.plan_doc_tokens
+    doc_tokens = min(a.plan_doc_tokens, a.llm.max_prompt_tokens)
+    chunk_tokens = min(a.plan_doc_tokens, cfg.refine.chunk.chunk_tokens)
+    chunks = seeds * cfg.refine.expected_doc_kept * -(-a.plan_doc_tokens // cfg.refine.chunk.chunk_tokens)
+    if a.teacher == "llm":
+        n_teacher = (non_embedding_params(model_config(a.llm.size_preset)) if a.llm.size_preset
+                     else a.teacher_params)
+        prompt = (seeds * sum(doc_tokens + len(p) / 4 for p in SCORE_PROMPTS.values())
+                  + chunks * sum(chunk_tokens + len(p) / 4 for p in CHUNK_PROMPTS.values()))
+        output = (2 * seeds + 3 * chunks) * a.llm.max_new_tokens
+        if n_teacher:
+            out["teacher"] = inference_flops(n_teacher, prompt, output)
+            lines.append(f"teacher {a.llm.model}: {seeds:.3g} seed documents, ≈{chunks:.3g} chunks, ≈{prompt:.3g} "
+                         f"prompt + ≤{output:.3g} output tokens → {out['teacher']:.3e} FLOPs")
+        else:
+            lines.append(f"teacher {a.llm.model}: set refiner.annotate.teacher_params (or llm.size_preset) to count "
+                         f"its FLOPs")
+    else:
+        lines.append(f"teacher: rules ({seeds:.3g} seed documents; no model)")
+    # SFT examples are the refine stage's prompts: documents cut at refine.doc.max_prompt_tokens
+    sft_tokens = {"doc": seeds * (min(a.plan_doc_tokens, cfg.refine.doc.max_prompt_tokens) + 8),
+                  "chunk": chunks * (chunk_tokens + 64)}
+    tokens = sum(sft_tokens[lv] for lv in levels) * r.finetune.epochs
+    out["sft"] = training_flops(n_base, tokens)
+    lines.append(f"SFT ({', '.join(levels)}): ≈{tokens:.3g} tokens over {r.finetune.epochs} epochs → "
+                 f"{out['sft']:.3e} FLOPs (left out by the paper as negligible; shown apart)")
+    lines.append("building the refiners (apart from refine and train): " + ", ".join(
+        f"{k} {v:.3e} FLOPs = {gpu_hours(v, 'H100', 0.4):,.1f} H100-hours at 40% MFU" for k, v in out.items()))
+    return lines, out
 
 
 def variant_tokens(cfg: ExperimentConfig, raw: float | None = None) -> float | None:
@@ -198,6 +269,11 @@ class CostEstimate:
     # refine.generate stage key -> its FLOPs (a level without a planned key is named "<experiment>/<level>")
     refinings: dict[str, float] = field(default_factory=dict)
     train_key: str | None = None  # the pretrain stage's key
+    # Building refiners, per stage key (a sweep builds a refiner once): the base's pretraining (key -> (tokens,
+    # FLOPs); it is a training, and the raw run's when their keys agree), teacher and SFT FLOPs.
+    base_trainings: dict[str, tuple[float, float]] = field(default_factory=dict)
+    builds: dict[str, float] = field(default_factory=dict)
+    seed: str | None = None  # train.seed (/data train.data_seed): a sweep over seeds trains each configuration per seed
 
 
 def gpu_hours(flops: float, gpu: str, mfu: float = 0.4) -> float:
@@ -212,8 +288,21 @@ def cost_estimate(cfg: ExperimentConfig, stage_keys: dict[str, str] | None = Non
     by_level = refining_flops_by_level(cfg, raw_pool_tokens(cfg, measured_pool(cfg))[0])[1]
     refinings = {keys.get(f"refine.generate_{level}") or f"{cfg.name}/{level}": flops
                  for level, flops in by_level.items()}
+    build = refiner_build_flops(cfg)[1]
+    base_trainings, builds = {}, {}
+    if "refiner_base" in build:
+        base_tokens = training_plan(cfg.refiner.base.train, cfg.cluster.devices * cfg.cluster.num_nodes).tokens
+        base_trainings[keys.get("refiner.pretrain") or f"{cfg.name}/refiner_base"] = (float(base_tokens),
+                                                                                       build["refiner_base"])
+    if "teacher" in build:
+        builds[keys.get("refiner.annotate") or f"{cfg.name}/teacher"] = build["teacher"]
+    if "sft" in build:
+        builds[keys.get("refiner.sft_data", "") + "/sft" if keys.get("refiner.sft_data") else f"{cfg.name}/sft"] = \
+            build["sft"]
+    seed = str(cfg.train.seed) + ("" if cfg.train.data_seed is None else f"/data {cfg.train.data_seed}")
     return CostEstimate(str(cfg.name), float(tokens), training_flops(non_embedding_params(mc), tokens),
-                        float(sum(by_level.values())), refinings, keys.get("pretrain"))
+                        float(sum(by_level.values())), refinings, keys.get("pretrain"), base_trainings, builds,
+                        seed=seed)
 
 
 def describe_costs(cfg: ExperimentConfig, mfu: float = 0.4, measure: PoolMeasure | None = None) -> list[str]:
@@ -227,6 +316,7 @@ def describe_costs(cfg: ExperimentConfig, mfu: float = 0.4, measure: PoolMeasure
     lines, refine = refining_flops(cfg, raw_pool_tokens(cfg, measure)[0])
     lines += describe_pool(cfg, measure, tokens)
     lines.append(f"FLOPs: refine {refine:.3e} + train {train:.3e} = {refine + train:.3e}")
+    lines += refiner_build_flops(cfg)[0]
     if refine:
         lines.append(f"refining equals training {refine / (6 * non_embedding_params(mc)):.3g} more tokens on "
                      f"{cfg.model.preset}")
@@ -242,14 +332,22 @@ def describe_sweep_costs(estimates: list[CostEstimate], mfu: float = 0.4) -> lis
     here (each run's own line has it)."""
     refinings = {key: flops for e in estimates for key, flops in e.refinings.items()}
     trainings = {e.train_key or f"{i}": (e.train_tokens, e.train_flops) for i, e in enumerate(estimates)}
+    bases = {key: v for e in estimates for key, v in e.base_trainings.items() if key not in trainings}
+    builds = {key: flops for e in estimates for key, flops in e.builds.items()}
     refine = sum(refinings.values())
     train = sum(f for _, f in trainings.values())
     tokens = sum(t for t, _ in trainings.values())
     refined = sum(1 for e in estimates if e.refine_flops)
-    lines = [f"sweep of {len(estimates)} experiments: {len(trainings)} trainings over {tokens:.3g} tokens; "
+    seeds = list(dict.fromkeys(e.seed for e in estimates if e.seed is not None))
+    per_seed = f" ({len(seeds)} seeds: {', '.join(seeds)})" if len(seeds) > 1 else ""
+    lines = [f"sweep of {len(estimates)} experiments: {len(trainings)} trainings{per_seed} over {tokens:.3g} tokens; "
              f"{len(refinings)} distinct refining stages for {refined} refined experiments (a shared one counted "
              f"once)",
              f"sweep FLOPs: refine {refine:.3e} + train {train:.3e} = {refine + train:.3e}"]
+    if bases or builds:
+        base = sum(f for _, f in bases.values())
+        lines.append(f"building refiners (apart): {len(bases)} base pretrainings not among the sweep's own "
+                     f"{base:.3e}, teacher + SFT {sum(builds.values()):.3e} FLOPs")
     for gpu in GPU_PEAK_FLOPS:
         lines.append(f"sweep GPU-hours at {mfu:.0%} MFU on {gpu}: refine {gpu_hours(refine, gpu, mfu):,.0f}, "
                      f"train {gpu_hours(train, gpu, mfu):,.0f}, total {gpu_hours(refine + train, gpu, mfu):,.0f}")

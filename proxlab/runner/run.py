@@ -25,7 +25,8 @@ from proxlab.core.devices import engine_of, task_gpus, task_layout, visible_gpus
 from proxlab.core.logs import RUN_LOG, get_logger, setup_logging
 from proxlab.core.paths import data_dir
 from proxlab.core.stage import EXIT_REQUEUE, SPEC_FILE, StageSpec, atomic_write_text, is_complete, rank_and_world
-from proxlab.core.tracking import METRICS, MetricsLogger
+from proxlab.core.tracking import METRICS, MetricsLogger, experiment_wandb_settings
+from proxlab.models.presets import tokenizer_standin
 from proxlab.runner.compose import CONF_DIR, register_schemas
 from proxlab.runner.graph import PlannedStage, plan, run_key
 from proxlab.runner.launcher import (StageFailed, available_interpreters, install_preemption_handlers, interpreter,
@@ -55,11 +56,18 @@ def run_directory(cfg: DictConfig, stages: list[PlannedStage]) -> Path:
 
 
 def wandb_settings(cfg: DictConfig) -> dict:
-    tags = [f"variant:{cfg.refine.variant}", f"model:{cfg.model.preset}", f"corpus:{cfg.corpus.name}",
-            f"exp:{cfg.name}", *cfg.logger.tags]
-    return {"backend": cfg.logger.backend, "mode": cfg.logger.mode if cfg.logger.backend == "wandb" else "disabled",
-            "project": cfg.logger.project, "entity": cfg.logger.entity, "group": cfg.sweep or cfg.name,
-            "tags": tags, "name_prefix": f"{cfg.name}/{cfg.refine.variant}/{cfg.model.preset}/"}
+    """The W&B settings of the experiment's runs: one group per experiment, each run's job type its stage."""
+    return experiment_wandb_settings(OmegaConf.to_container(cfg.logger, resolve=True), experiment_labels(cfg))
+
+
+def experiment_labels(cfg: DictConfig, run_dir: Path | None = None) -> dict:
+    """What W&B groups, filters and compares an experiment's runs by (each stage run's config `labels`, its summary
+    run's): sweep, experiment, variant, model, corpus, seeds, paper table and row, run directory."""
+    return {"sweep": cfg.sweep or cfg.name, "experiment": cfg.name, "variant": cfg.refine.variant,
+            "model": cfg.model.preset, "corpus": cfg.corpus.name, "seed": cfg.train.seed,
+            "data_seed": cfg.train.get("data_seed"), "paper_table": cfg.paper_table,
+            "report_row": cfg.report_row or f"{cfg.model.preset}/{cfg.refine.variant}",
+            "run": Path(run_dir).name if run_dir else None}
 
 
 def is_forced(stage: str, force: list[str]) -> bool:
@@ -137,6 +145,8 @@ def engine_size(stage: PlannedStage) -> tuple[int, str]:
     """(GPUs per engine, the setting that says so) of a stage: a refiner's tensor_parallel_size; 1 for the others."""
     if stage.name.startswith("refine.generate_"):
         return int(stage.config.get("tensor_parallel_size", 1)), f"refine.{stage.config['level']}.tensor_parallel_size"
+    if stage.name == "refiner.annotate" and stage.config.get("teacher") == "llm":  # the teacher's engines
+        return int(stage.config["llm"].get("tensor_parallel_size", 1)), "refiner.annotate.llm.tensor_parallel_size"
     return 1, ""
 
 
@@ -187,11 +197,12 @@ def _execute(cfg: DictConfig, stage: PlannedStage, run_dir: Path, rank: int, ide
     spec = StageSpec(
         stage=stage.name, key=stage.key, out_dir=str(stage.out_dir),
         config=stage.config,
-        inputs={name: str(inp.out_dir) for name, inp in stage.inputs.items()},
+        inputs={**{name: str(inp.out_dir) for name, inp in stage.inputs.items()}, **stage.external_inputs},
         run_dir=str(run_dir), experiment=cfg.name, logger=wandb_settings(cfg), sources=stage.sources,
         runtime={"data_dir": str(data_dir(cfg.paths.data_dir)), "devices": cfg.cluster.devices,
                  "num_nodes": cfg.cluster.num_nodes, "accelerator": cfg.cluster.accelerator,
-                 "settings": stage.runtime, "envs": available_interpreters(dict(cfg.cluster.envs)), **identity},
+                 "settings": stage.runtime, "envs": available_interpreters(dict(cfg.cluster.envs)),
+                 "labels": experiment_labels(cfg, run_dir), **identity},
     )
     spec_path = stage.out_dir / (SPEC_FILE if identity["rank"] == 0 else f"spec.rank{identity['rank']}.json")
     spec.save(spec_path)
@@ -229,9 +240,12 @@ def print_plan(cfg: DictConfig, exp, stages: list[PlannedStage], run_dir: Path):
         inputs = ", ".join(f"{k}={v.name}" for k, v in st.inputs.items())
         log(f"  {st.name:<22} {st.key}  [{state}]  env={st.env}  {inputs}")
     if cfg.dry_run:
-        from proxlab.runner.planning import cost_estimate, describe_costs, describe_training
+        from proxlab.runner.planning import cost_estimate, describe_costs, describe_training, refiner_build_flops
 
-        for line in describe_training(exp) + describe_costs(exp):
+        # stop_after=refiner (exp=refiners) runs no training of the experiment's own: only the build is its cost
+        lines = (describe_training(exp) + describe_costs(exp) if any(st.name == "pretrain" for st in stages)
+                 else refiner_build_flops(exp)[0])
+        for line in lines:
             log(line)
         return cost_estimate(exp, {st.name: st.key for st in stages})
     return None
@@ -280,7 +294,8 @@ def run_experiment(cfg: DictConfig) -> dict:
     summary = experiment_summary(ledger, labels)
     atomic_write_text(run_dir / SUMMARY, json.dumps(summary, indent=2, sort_keys=True))
     logger = MetricsLogger(run_dir / METRICS, job="summary", logger_cfg=wandb_settings(cfg), run_dir=run_dir,
-                           config=OmegaConf.to_container(cfg, resolve=True))
+                           config={"labels": experiment_labels(cfg, run_dir),
+                                   **OmegaConf.to_container(cfg, resolve=True)})
     logger.summary({k: v for k, v in summary.items() if isinstance(v, (int, float)) and v is not None})
     logger.close()
     reused = summary["reused_stages"]
@@ -296,7 +311,10 @@ def run_labels(cfg: DictConfig, run_dir: Path) -> dict:
             "model": cfg.model.preset, "corpus": cfg.corpus.name, "run_dir": str(run_dir),
             "paper_table": cfg.paper_table,
             "report_row": cfg.report_row or f"{cfg.model.preset}/{cfg.refine.variant}",
-            "refiner_presets": refiner_presets(cfg)}
+            "refiner_presets": refiner_presets(cfg),
+            # another tokenizer than the paper's for the preset (the Llama-2 stand-in of Pythia): the report marks it
+            "tokenizer_standin": tokenizer_standin(cfg.model.preset, cfg.model.tokenizer.kind,
+                                                   cfg.model.tokenizer.path)}
 
 
 def refiner_presets(cfg: DictConfig) -> dict[str, str | None]:

@@ -10,9 +10,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from proxlab.core.config import ConfigError, ExperimentConfig, check_experiment, load
+from proxlab.core.config import (ConfigError, ExperimentConfig, check_experiment, check_finetune, check_sft_data,
+                                 check_train, is_built_refiner, load)
+from proxlab.core.logs import get_logger
 
 LOCAL_MODEL_SCHEME = "proxlab:"  # proxlab.models.SCHEME
+_log = get_logger("runner")
 
 
 def typed(cfg: DictConfig) -> ExperimentConfig:
@@ -30,9 +33,59 @@ def validate(cfg: DictConfig) -> ExperimentConfig:
         check_rule_filters(exp)
     check_missing_task_rule(exp)
     check_task_files(exp)
+    check_model_tokenizer(exp)
     for level in {"doc": ("doc",), "prox": ("doc", "chunk")}.get(exp.refine.variant, ()):
         check_refiner(f"refine.{level}", getattr(exp.refine, level))
+        if is_built_refiner(getattr(exp.refine, level).model):
+            check_built_refiner(exp, level)
     return exp
+
+
+def check_built_refiner(exp: ExperimentConfig, level: str) -> None:
+    """`refine.<level>.model=built[:<name>]` needs the `refiner` group (what to build), naming that refiner."""
+    model = getattr(exp.refine, level).model
+    if exp.refiner is None:
+        raise ConfigError(f"refine.{level}.model", model, "builds a refiner, but the experiment has none to build: "
+                          "select one with refiner=tiny|xs|s|m (conf/refiner/), or name a released or local refiner")
+    name = model.partition(":")[2]
+    if name and name != exp.refiner.name:
+        raise ConfigError(f"refine.{level}.model", model, f"the experiment builds refiner {exp.refiner.name!r} "
+                          f"(refiner.name), not {name!r}")
+    if exp.refine.shard_rank is not None:
+        raise ConfigError("refine.shard_rank", exp.refine.shard_rank,
+                          f"a refine job array cannot build the refiner it uses (refine.{level}.model={model}): build "
+                          f"it first, e.g. `proxlab run <same overrides> stop_after=refiner`, then submit the array")
+    check_train(exp.refiner.base.train)
+    check_sft_data(exp.refiner.sft_data)
+    check_finetune(exp.refiner.finetune)
+
+
+def check_model_tokenizer(exp: ExperimentConfig) -> None:
+    """`model.tokenizer`: a pretrained one needs a path. Plan-time warnings, not errors, so that `proxlab plan` still
+    costs the experiment: a tokenizer that is not here (prepare's pool measurement and the tokenizer stage will fail,
+    saying where to get it), and a stand-in for the paper's tokenizer of the preset (the report marks the rows)."""
+    from proxlab.core.paths import tokenizer_candidates
+    from proxlab.models.presets import tokenizer_standin
+    from proxlab.pretrain.tokenizer import missing_pretrained
+
+    tok = exp.model.tokenizer
+    if tok.kind == "pretrained":
+        if not tok.path:
+            raise ConfigError("model.tokenizer.path", tok.path, "model.tokenizer.kind=pretrained needs a directory or "
+                                                                "a name under <data_dir>/tokenizers (e.g. llama_hf)")
+        try:
+            found, candidates = tokenizer_candidates(tok.path, exp.paths.data_dir)
+        except FileNotFoundError as e:  # no data directory: the check that needs it says so
+            found, candidates = None, []
+            _log.warning(f"model.tokenizer.path={tok.path!r}: not checked ({e})")
+        if found is None and candidates:
+            _log.warning(f"{missing_pretrained(tok.path, candidates)}. Without it the run stops at prepare's token "
+                         f"measurement (corpus.tokenizer) or the tokenizer stage")
+    standin = tokenizer_standin(exp.model.preset, tok.kind, tok.path)
+    if standin:
+        key, value = ("path", tok.path) if tok.kind == "pretrained" else ("kind", tok.kind)
+        _log.warning(f"model.tokenizer.{key}={value!r} on {exp.model.preset}: {standin}; the report marks these runs' "
+                     f"rows")
 
 
 def check_eval_tasks(exp: ExperimentConfig) -> None:
@@ -104,7 +157,7 @@ def check_refiner(where: str, gen) -> None:
 
     for key in ("model", "tokenizer"):
         name = getattr(gen, key)
-        if not name:
+        if not name or (key == "model" and is_built_refiner(name)):
             continue
         if name.startswith(LOCAL_MODEL_SCHEME):
             if name[len(LOCAL_MODEL_SCHEME):] not in LOCAL_MODELS:

@@ -23,7 +23,8 @@ def make_spec(tmp_path: Path, artifact: Path, **cfg) -> StageSpec:
               "seed": 1234, "checkpoints": "final", "on_missing_task": "error", "model": None, **cfg}
     return StageSpec(stage="evaluate", key="k" * 16, out_dir=str(tmp_path / "artifact"), config=config,
                      inputs={"checkpoint": str(artifact)}, run_dir=str(tmp_path / "run"), experiment="t",
-                     logger={"mode": "offline", "project": "proxlab-test"}, runtime={})
+                     logger={"mode": "offline", "project": "proxlab-test"},
+                     runtime={"labels": {"sweep": "s", "variant": "raw", "seed": 1}})
 
 
 def test_list_checkpoints(tiny_artifact):
@@ -55,6 +56,24 @@ def test_stage_all_checkpoints(tiny_artifact, tmp_path):
     assert any((tmp_path / "run" / "wandb").glob("offline-run-*"))
     tables = list((tmp_path / "run" / "wandb").glob("offline-run-*/files/media/table/**/*.table.json"))
     assert len(tables) == 2, tables  # one W&B table per checkpoint
+    # ... and the accuracies also went into the pretrain run (its id follows from the artifact), at train/step
+    from proxlab.core.tracking import artifact_run_id
+    from proxlab.report.wandb_sync import history_rows, kind_of, read_run
+
+    [own] = (tmp_path / "run" / "wandb").glob(f"offline-run-*-{artifact_run_id(spec.out)}")
+    records = read_run(own, wait_s=20)  # the stage's own run: the experiment's labels, namespaced names
+    [run] = [r.run for r in records if kind_of(r) == "run"]
+    config = {u.key: json.loads(u.value_json) for u in run.config.update}
+    assert config["labels"] == {"sweep": "s", "variant": "raw", "seed": 1} and config["stage"] == "evaluate"
+    assert history_rows(records)[20]["eval/avg/score"] == final["avg"]
+    [piece] = (tmp_path / "run" / "wandb").glob(f"offline-run-*-{artifact_run_id(tiny_artifact)}")
+    records = read_run(piece, wait_s=20)
+    assert [r.run.job_type for r in records if kind_of(r) == "run"] == ["pretrain"]
+    rows = history_rows(records)
+    assert sorted(rows) == [10, 20] and [rows[s]["train/step"] for s in (10, 20)] == [10, 20]
+    assert rows[10]["eval/avg/score"] == step10["avg"] and rows[20]["eval/avg/score"] == final["avg"]
+    assert rows[20]["eval/piqa/acc"] == final["tasks"]["piqa"]["acc"]
+    assert rows[20]["eval/piqa/score"] == final["tasks"]["piqa"][final["tasks"]["piqa"]["metric"]]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["counts"]["samples"] == 16
 

@@ -104,13 +104,24 @@ def test_ddp_resume_after_sigusr1_and_sigkill_is_exact(tmp_path, small_data, bpe
     b = torch.load(out / "final" / "lit_model.pth", weights_only=True)["model"]
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6, rtol=0) for k in a)
 
-    # One W&B run: every restart wrote an offline run directory with the same, stable id.
-    from proxlab.core.tracking import wandb_run_id
+    # One W&B run: every restart wrote an offline run directory with the same, stable id (the artifact's), and
+    # `proxlab wandb-sync` merges them into one run with every step once, each step's loss the one that led to the
+    # final weights (the last attempt's after the checkpoint it resumed from). The SIGKILLed attempt's wandb service
+    # died before writing its steps: they come from the stage's metrics.jsonl, found through the run's plan.json.
+    from proxlab.core.tracking import artifact_run_id
+    from proxlab.report.wandb_sync import find_pieces, history_rows, merge_pieces, read_records, read_run
 
-    run_id = wandb_run_id(run_dir, "pretrain")
+    run_id = artifact_run_id(out)
     dirs = sorted(p.name for p in (run_dir / "wandb").glob("offline-run-*"))
     assert len(dirs) >= 3 and all(re.fullmatch(rf"offline-run-\d{{8}}_\d{{6}}-{run_id}", d) for d in dirs), dirs
     assert summary["wandb_id"] == run_id
+    (run_dir / "plan.json").write_text(json.dumps([{"stage": "pretrain", "key": out.name, "out_dir": str(out)}]))
+    pieces = find_pieces(tmp_path)[run_id]
+    for piece in pieces:
+        read_run(piece.dir, wait_s=20)
+    rows = history_rows(read_records(merge_pieces(pieces, tmp_path / "merged") / f"run-{run_id}.wandb"))
+    assert sorted(rows) == list(range(1, 17))
+    assert all(abs(rows[s]["train/loss"] - losses[s]) <= 1e-6 and rows[s]["train/step"] == s for s in rows)
     assert is_complete(out) and json.loads((out / "manifest.json").read_text())["counts"]["steps"] == 16
 
 

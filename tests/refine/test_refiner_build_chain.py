@@ -41,3 +41,13 @@ def test_annotate_then_sft_data(tmp_path, llama_dir, llama_tokenizer):
     for r in rows["chunk"]:
         calls, errors = parse_program(r["answer"])
         assert calls and errors == 0, r["answer"]
+    # keep_chunk_per_edit: every editing example stays, keep_chunk() examples are cut to that many per edit
+    balanced = make_spec("refiner.sft_data", tmp_path / "balanced", {**sft.config, "keep_chunk_per_edit": 1.0},
+                         annotations=ann.out, tokenizer=llama_dir)
+    counts = run_stage(sft_data.main, balanced).counts
+    rows_b = [json.loads(line) for part in ("train", "val")
+              for line in (balanced.out / "chunk" / f"{part}.jsonl").read_text().splitlines()]
+    edits = [r for r in rows["chunk"] if r["answer"] != "keep_chunk()"]
+    keeps_b = [r for r in rows_b if r["answer"] == "keep_chunk()"]
+    assert len(rows_b) - len(keeps_b) == len(edits) and len(keeps_b) == min(len(edits), len(rows["chunk"]) - len(edits))
+    assert counts["chunk/keep_chunk_dropped"] == len(rows["chunk"]) - len(rows_b)

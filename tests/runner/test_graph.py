@@ -48,6 +48,18 @@ def test_keys_ignore_logging_and_paths_but_not_what_changes_outputs():
     assert stages("eval.limit=5")["evaluate"].key != base["evaluate"].key
 
 
+def test_train_data_seed_enters_the_key_only_when_set():
+    """Unset (None: the data order follows train.seed), it is left out of the pretrain key, so runs made before it
+    existed keep theirs; set, it re-keys the pretraining and what follows, nothing before."""
+    base = stages()
+    assert "data_seed" not in base["pretrain"].config["train"] and "seed" in base["pretrain"].config["train"]
+    assert {n: s.key for n, s in stages("train.data_seed=null").items()} == {n: s.key for n, s in base.items()}
+    other = stages("train.data_seed=7")
+    assert other["pretrain"].config["train"]["data_seed"] == 7
+    assert other["tokenize"].key == base["tokenize"].key
+    assert other["pretrain"].key != base["pretrain"].key and other["evaluate"].key != base["evaluate"].key
+
+
 def test_stop_after_truncates_the_graph():
     names = list(stages("refine=rules", "stop_after=tokenize"))
     assert names == ["prepare", "refine.rules", "tokenizer", "tokenize"]

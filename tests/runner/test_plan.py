@@ -7,12 +7,15 @@ from proxlab.runner.planning import describe_costs, refining_flops
 from proxlab.runner.validate import typed
 
 
+RELEASED = ["refine.doc.model=gair-prox/web-doc-refining-lm", "refine.chunk.model=gair-prox/web-chunk-refining-lm"]
+
+
 def compose(overrides: list[str]):
     return typed(compose_config(overrides))
 
 
 def test_refining_redpajama_with_the_03b_refiners_costs_5e19():
-    cfg = compose(["exp=table2", "refine=prox_xs"])
+    cfg = compose(["exp=table2", "refine=prox_xs", *RELEASED])  # table2 builds TLM-S refiners by default
     _, refine = refining_flops(cfg)
     # 2·313.3M·(62.5B raw + 19B doc-kept) ≈ 5.1e19 ("C ≈ 5×10^19")
     assert refine == pytest.approx(5.1e19, rel=0.01)
@@ -22,7 +25,7 @@ def test_refining_redpajama_with_the_03b_refiners_costs_5e19():
 
 
 def test_same_cost_is_5b_tokens_at_17b():
-    cfg = compose(["exp=table2", "refine=prox_xs", "model=tlm_m", "train=tlm_m_12k5"])
+    cfg = compose(["exp=table2", "refine=prox_xs", "model=tlm_m", "train=tlm_m_12k5", *RELEASED])
     more = next(line for line in describe_costs(cfg) if line.startswith("refining equals training"))
     assert float(more.split()[3]) == pytest.approx(5e9, rel=0.05)  # "and 5B tokens on TLM-M"
 
@@ -152,3 +155,30 @@ def test_table7_rows_beside_each_papers_experiment():
     math7b = describe_costs(compose(["exp=table5_mistral", "refine=raw"]))
     assert any("(table5, OpenWebMath, raw data size): corpus 15B, train 10.5B, 0.70 epochs" in line for line in math7b)
     assert not any(line.startswith("paper Table 7") for line in describe_costs(compose(["exp=smoke"])))
+
+
+def test_a_sweep_over_seeds_counts_a_training_per_seed_and_the_shared_refining_once():
+    """`plan -m ... train.seed=1,2,3`: the graph keys each seed's pretraining apart (so each has its own run
+    directory) and shares everything before it; the sweep's total has three trainings and one refining."""
+    from pathlib import Path
+
+    from proxlab.runner.graph import plan, run_key
+    from proxlab.runner.planning import cost_estimate, describe_sweep_costs
+
+    base = ["exp=smoke", "refine=prox", "refine.doc.size_preset=tlm_xs", "refine.chunk.size_preset=tlm_xs",
+            "corpus.tokens=1e6"]
+    costs, graphs = [], []
+    for seed in ("train.seed=1", "train.seed=2", "train.data_seed=7"):
+        cfg = compose_config(base + [seed])
+        stages = {s.name: s for s in plan(cfg, Path("/unused"))}
+        graphs.append(stages)
+        costs.append(cost_estimate(typed(cfg), {n: s.key for n, s in stages.items()}))
+    for name in ("prepare", "refine.generate_doc", "refine.apply_chunk", "tokenizer", "tokenize"):
+        assert len({g[name].key for g in graphs}) == 1, name
+    assert len({g["pretrain"].key for g in graphs}) == 3 and len({g["evaluate"].key for g in graphs}) == 3
+    assert len({run_key(list(g.values())) for g in graphs}) == 3  # run directories apart
+    lines = describe_sweep_costs(costs)
+    assert "3 trainings (3 seeds: 1, 2, 1234/data 7)" in lines[0] and "2 distinct refining stages" in lines[0]
+    refine, train = float(lines[1].split()[3]), float(lines[1].split()[6])
+    assert refine == pytest.approx(costs[0].refine_flops, rel=1e-3)  # as printed: 4 digits
+    assert train == pytest.approx(3 * costs[0].train_flops, rel=1e-3)

@@ -41,6 +41,8 @@ def stage_tokenizer(cfg, tmp: Path) -> Path:
         return exact_size_bpe(tmp / f"bpe{cfg.model.tokenizer.vocab_size}", cfg.model.tokenizer.vocab_size)
     from proxlab.pretrain.tokenizer import main as tokenizer_main
 
+    if cfg.model.tokenizer.path == "gpt-neox-20b" and not (data_dir() / "tokenizers" / "gpt-neox-20b").is_dir():
+        return exact_size_bpe(tmp / "neox-size", 50_277)  # not stored here: a tokenizer of GPT-NeoX's size
     out = tmp / f"pretrained-{cfg.model.tokenizer.path}"
     if not (out / "tokenizer.json").exists():
         tokenizer_main(StageSpec(stage="tokenizer", key="t", out_dir=str(out),

@@ -118,6 +118,9 @@ def test_report_prints_errors_differences_and_significance(tmp_path):
     assert delta[col["AVG"]].endswith("*")
     assert "Uncertainty: ± is the standard error" in md and "ProX-D+C ARC-E +7.8" in md
     assert "| Raw | Δ Raw |" not in md  # the baseline has no difference from itself
+    tex = (out / "table2.tex").read_text()  # the LaTeX table carries the same footnote
+    assert r"Uncertainty: $\pm$ is the standard error" in tex and "ProX-D+C ARC-E +7.8 (p=" in tex
+    assert "variant $-$ its 'raw' run" in tex
 
     comparisons = (out / "comparisons.md").read_text()
     assert "| prox | tlm_s | raw |" in comparisons and "Significant:" in comparisons

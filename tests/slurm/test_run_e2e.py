@@ -149,14 +149,16 @@ def test_scontrol_requeue_during_pretraining_resumes_to_the_same_result(slurm_cl
     assert got["final_loss"] == pytest.approx(ref["final_loss"], abs=1e-5)
     a, b = (read_json(only((r / "runs" / "smoke").glob("*/summary.json"))) for r in (local_run, root))
     assert b["eval/avg"] == pytest.approx(a["eval/avg"], abs=1e-6)
-    # One W&B run per stage job: the pretrain run was continued under its id after the restart, not started anew.
-    from proxlab.core.tracking import wandb_run_id
+    # One W&B run per stage artifact: the pretrain run was continued under its id after the restart, not started
+    # anew (evaluation adds its accuracies to it under the same id too).
+    from proxlab.core.tracking import artifact_run_id, wandb_run_id
 
     run_dir = Path(b["run_dir"])
     ids = [p.name.rsplit("-", 1)[-1] for p in (run_dir / "wandb").glob("offline-run-*")]
-    expected = {wandb_run_id(run_dir, job): job for job in ("prepare", "tokenizer", "tokenize", "pretrain", "evaluate")}
+    expected = {artifact_run_id(d): d.parent.name for d in (root / "artifacts").glob("*/*") if d.is_dir()}
     assert set(ids) <= set(expected) | {wandb_run_id(run_dir, "summary")}, (ids, expected)
-    assert ids.count(wandb_run_id(run_dir, "pretrain")) >= 2, ids  # before and after the requeue, one id
+    pretrain = only((root / "artifacts").glob("pretrain/*/train_summary.json")).parent
+    assert ids.count(artifact_run_id(pretrain)) >= 3, ids  # before and after the requeue, and evaluation: one id
 
 
 ARRAY = ["exp=smoke", "logger=none", "refine=rules", "corpus.num_docs=600", "corpus.docs_per_shard=100"]

@@ -11,8 +11,9 @@ and ``doc_index`` (row position in the file) and ``raw`` (the row as JSON) for i
 Scoring (``process_results``) is lighteval's, computed here rather than by lm-eval's built-in metric so the definition
 does not depend on the lm-eval version: ``acc`` = argmax of summed log-likelihoods; ``acc_norm`` (lighteval's
 ``loglikelihood_acc_norm_nospace``) = argmax of log-likelihood / character length of the lighteval choice string,
-minus one if that string starts with a space. Ties go to the first index (numpy argmax). Formats: reference
-``eval-prompts.md`` Part A; the table in ``docs/evaluation.md``.
+minus one if that string starts with a space. Ties go to the first index (numpy argmax). Formats: the reference's
+``eval/lighteval/tasks.py`` (GAIR-NLP/ProX) and lighteval's ``src/lighteval/tasks/tasks_prompt_formatting.py`` (at
+``a3d1eea1``, the lighteval ProX ran; paper §C.1); the table in ``docs/evaluation.md``.
 """
 
 from __future__ import annotations

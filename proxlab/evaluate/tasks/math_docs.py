@@ -1,10 +1,11 @@
 """The math suite (paper Table 5): few-shot chain-of-thought with the math-evaluation-harness's prompts and scoring.
 
-Per task (reference ``eval-prompts.md`` Part B): the question text and ground truth of the harness's
-``parse_question``/``parse_ground_truth``; exemplars from ``math_eval/fewshot/<task>.jsonl`` in file order
-(lm-eval ``first_n``), joined with ``"\\n\\n\\n"``; greedy decoding up to 1024 tokens, stopping at ``</s>``,
-``"\\n\\nQuestion:"``, ``"\\n\\nProblem:"``; the generation is stripped, the answer extracted and normalized, and compared
-with ``math_equal`` (3 s limit). ``acc`` is a fraction in [0, 1] (the harness prints 100x).
+Per task (GAIR-NLP/math-evaluation-harness@8e2c3ccc, ``parser.py``, ``utils.py`` and ``math_eval.py``; paper §C.2):
+the question text and ground truth of the harness's ``parse_question``/``parse_ground_truth``; exemplars from
+``math_eval/fewshot/<task>.jsonl`` in file order (lm-eval ``first_n``), joined with ``"\\n\\n\\n"``; greedy
+decoding up to 1024 tokens, stopping at ``</s>``, ``"\\n\\nQuestion:"``, ``"\\n\\nProblem:"``; the generation
+is stripped, the answer extracted and normalized, and compared with ``math_equal`` (3 s limit). ``acc`` is a fraction
+in [0, 1] (the harness prints 100x).
 
 Docs: ``prompt`` (the test context, ``"Question: {q}\\nAnswer:"`` or ``"Problem:\\n{q}\\nSolution:"``), ``question``,
 ``answer`` (the ground truth as written in the data, shown as lm-eval's target), ``gt`` (normalized ground truth),

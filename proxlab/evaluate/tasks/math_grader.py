@@ -2,15 +2,16 @@
 
 A reimplementation of the behaviour of ``parser.py`` (``extract_answer``, ``strip_string``) and ``grader.py``
 (``math_equal``) of GAIR-NLP/math-evaluation-harness@8e2c3ccc (identical to ZubinGou/math-evaluation-harness@7fd4949d),
-following reference ``eval-prompts.md`` B.4-B.6 step by step, quirks included (unescaped regexes in the unit list,
-``and`` deleted inside words, the single-letter units, etc.), because the same normalization runs on prediction and
-ground truth and small differences change scores.
+following those functions step by step, quirks included (unescaped regexes in the unit list, ``and`` deleted inside
+words, the single-letter units, etc.), because the same normalization runs on prediction and ground truth and small
+differences change scores.
 
 One environment difference: the harness's symbolic step parses with sympy's ``parse_latex`` (needs
 ``antlr4-python3-runtime==4.11``; the main environment has 4.9.3, pinned by Hydra), then ``parse_expr``, then
 ``latex2sympy2`` (not installed). Whichever of those imports works is used, in that order; when neither LaTeX parser
 is available a small LaTeX-to-sympy rewrite (``\\frac``, ``\\sqrt``, ``\\cdot``, ``\\pi``, ``^``, braces) is tried after
-``parse_expr``. Only the symbolic step (B.6.3, last resort) is affected; string and numeric equality are exact.
+``parse_expr``. Only the symbolic step (``math_equal``'s last resort, ``symbolic_equal``) is affected; string and
+numeric equality are exact.
 """
 
 from __future__ import annotations

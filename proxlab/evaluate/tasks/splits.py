@@ -1,8 +1,10 @@
 """Which data each eval task scores, set beside the data the paper scored: the one place that states the paper's split
 per task, what each shared file holds, and the per-task record every results file carries.
 
-``PAPER[protocol][task]`` is the paper's data (paper §C.1, §C.2, Table 3; ``eval-prompts.md`` A.4 and B.1–B.7, the
-lm-eval 0.4 task YAMLs): the split it scored, its size, how it sampled, where its few-shot exemplars came from.
+``PAPER[protocol][task]`` is the paper's data (paper §C.1, §C.2, Table 3; lighteval's task table and seeded sampling,
+``src/lighteval/tasks/tasks_table.jsonl`` and ``lighteval_task.py`` at ``a3d1eea1``; the math-evaluation-harness's
+``scripts/run_eval.sh``, ``data_loader.py`` and ``data/<task>/test.jsonl`` at ``8e2c3ccc``; the lm-eval 0.4 task
+YAMLs): the split it scored, its size, how it sampled, where its few-shot exemplars came from.
 ``FILES`` is what the shared data folder holds (``shared/data/SOURCES.md``): each file's split, the full split's size
 (the folder lacks the ~20% held-out items) and, where the file is a fixed subset of a split, which one.
 

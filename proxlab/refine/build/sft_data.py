@@ -347,6 +347,19 @@ def ratio_summary(ratios: list[float], unit: str) -> dict[str, Any]:
             "nonzero": sum(1 for r in ratios if r > 0)}
 
 
+def balance_chunks(chunks: list[Example], per_edit: float | None, seed: int, counts: Counter) -> list[Example]:
+    """Every chunk example that edits, and at most `per_edit` keep_chunk() examples for each: those with the smallest
+    sha256(seed, id, chunk), so the choice is fixed by the data and the seed (counted `chunk/keep_chunk_dropped`)."""
+    if per_edit is None:
+        return chunks
+    keeps = [e for e in chunks if e.answer == KEEP_CHUNK]
+    room = int(per_edit * (len(chunks) - len(keeps)))
+    chosen = {id(e) for e in sorted(keeps, key=lambda e: hashlib.sha256(f"{seed}:{e.id}:{e.chunk}".encode())
+                                    .hexdigest())[:room]}
+    counts["chunk/keep_chunk_dropped"] = len(keeps) - len(chosen)
+    return [e for e in chunks if e.answer != KEEP_CHUNK or id(e) in chosen]
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # The stage
 
@@ -381,6 +394,7 @@ def main(spec: StageSpec) -> StageResult:
                                    f"of {annotations} holds")
             chunks += build(doc_id, texts[doc_id], doc_rows_of_chunks, str(path))
 
+    chunks = balance_chunks(chunks, cfg.keep_chunk_per_edit, cfg.split_seed, counts)
     stats: dict[str, Any] = {"config": asdict(cfg)}
     for level, examples in (("doc", docs), ("chunk", chunks)):
         val = val_ids(examples, cfg.val_size, cfg.split_seed)
