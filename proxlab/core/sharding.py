@@ -31,9 +31,11 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
+from proxlab.core import logs
 from proxlab.core.logs import get_logger
 from proxlab.core.stage import StageSpec, atomic_write_text, rank_and_world
 
@@ -114,7 +116,10 @@ def run_shards(spec: StageSpec, work: ShardWork, wait_timeout_s: float = 7 * 24 
     the totals. Every other process gets None (and `run_stage` then writes neither manifest nor `_SUCCESS`)."""
     placement, out, n = Placement.of(spec), spec.out, len(work.shards)
     out.mkdir(parents=True, exist_ok=True)
-    progress = Progress(f"{spec.stage} ({work.desc})", enabled=placement.rank == 0 or placement.array)
+    # core.logs.progress: a bar at a terminal, else periodic lines with rate and ETA (readable in a Slurm log); every
+    # array task reports its own shards, of SPMD ranks rank 0
+    progress = partial(logs.progress, desc=f"{spec.stage} ({work.desc})", unit="shards", logger=log, rank=0,
+                       disable=not (placement.rank == 0 or placement.array))
     if placement.array:
         _claim_and_process(work, out, progress, placement)
         pending = open_shards(out, n)
@@ -160,7 +165,7 @@ def shard_provenance(out_dir: Path, n: int) -> dict[int, dict[str, Any]]:
             if stats_path(out_dir, i).exists()}
 
 
-def _claim_and_process(work: ShardWork, out: Path, progress: "Progress", placement: Placement) -> None:
+def _claim_and_process(work: ShardWork, out: Path, progress: Callable[[list[int]], Iterator[int]], placement: Placement) -> None:
     """Take any open shard nobody holds, so tasks that run one after another, or a failed task resubmitted alone,
     still cover every shard exactly once."""
     for i in progress(open_shards(out, len(work.shards))):
@@ -181,7 +186,7 @@ def _claim_one(work: ShardWork, out: Path, index: int, placement: Placement) -> 
         return True
 
 
-def _process_own_shards(work: ShardWork, out: Path, todo: list[int], progress: "Progress", placement: Placement,
+def _process_own_shards(work: ShardWork, out: Path, todo: list[int], progress: Callable[[list[int]], Iterator[int]], placement: Placement,
                         timeout_s: float, poll_s: float) -> None:
     """SPMD: this rank's unfinished shards, each under its claim lock. A shard held by a process of another job (the
     same stage needed by two experiments submitted as jobs) is skipped, then waited for; if its holder dies, its lock
@@ -249,26 +254,6 @@ def _wait_for_all(out: Path, n: int, timeout_s: float, poll_s: float) -> None:
             _log(f"rank 0 waiting for {len(pending)} shard(s) of other ranks")
             announced = True
         time.sleep(poll_s)
-
-
-class Progress:
-    """Shard progress as plain, periodic log lines with a rate and an ETA: readable in a Slurm log, where a tqdm bar
-    from many processes is not."""
-
-    def __init__(self, desc: str, enabled: bool = True, every_s: float = 30.0):
-        self.desc, self.enabled, self.every_s = desc, enabled, every_s
-
-    def __call__(self, items: list[int]):
-        total, t0 = len(items), time.perf_counter()
-        last = t0
-        for k, item in enumerate(items, 1):
-            yield item
-            now = time.perf_counter()
-            if self.enabled and (k == total or now - last >= self.every_s or k == 1):
-                rate = k / max(now - t0, 1e-9)
-                eta = (total - k) / rate if rate else float("inf")
-                _log(f"{self.desc}: {k}/{total} shards, {rate * 60:.1f} shards/min, ETA {eta:.0f} s")
-                last = now
 
 
 def _log(msg: str) -> None:

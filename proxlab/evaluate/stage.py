@@ -107,13 +107,15 @@ def torch_device(accelerator: str | None) -> str:
 
 
 def local_rank() -> int:
-    """This process's rank on its node: ``SLURM_LOCALID``, else ``LOCAL_RANK`` (as Lightning reads it), else 0."""
-    return int(os.environ.get("SLURM_LOCALID", os.environ.get("LOCAL_RANK", "0")))
+    """This rank's index among the tasks of its node (proxlab.core.devices: the srun step's, torchrun's, else 0)."""
+    from proxlab.core.devices import task_layout
+
+    return task_layout().local_rank
 
 
 def rank_device(device: str) -> str:
     """This rank's GPU: with several visible, its local rank's, so the ranks of a node share out the node's GPUs;
-    with one visible (Slurm bound a GPU to each task), that one."""
+    with one visible (the runner gave this task its own GPU), that one."""
     if device != "cuda":
         return device
     import torch
@@ -123,9 +125,11 @@ def rank_device(device: str) -> str:
 
 
 def visible_gpu() -> str | None:
-    """The ``CUDA_VISIBLE_DEVICES`` entry of this rank's GPU (its local rank's when several are visible), as
-    ``rank_device`` picks it; None when the variable is unset."""
-    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    """The visible GPU entry of this rank's GPU (its local rank's when several are visible), as ``rank_device`` picks
+    it; None when none is listed."""
+    from proxlab.core.devices import visible_gpus
+
+    visible = visible_gpus()
     return visible[local_rank() % len(visible)] if visible else None
 
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from proxlab.core.logs import get_logger
+from proxlab.core.stage import atomic_write_text, read_jsonl
 
 log = get_logger("pretrain")
 
@@ -176,3 +177,11 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
     except OSError:
         pass
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop metrics.jsonl records past the resumed step: they belong to the interrupted attempt."""
+    rows = read_jsonl(path)
+    kept = [r for r in rows if r.get("step") is None or r["step"] <= step]
+    if len(kept) != len(rows):
+        atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))

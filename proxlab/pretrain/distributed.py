@@ -81,3 +81,13 @@ def is_local_child(fabric) -> bool:
     from lightning.fabric.plugins.environments import LightningEnvironment
 
     return fabric.global_rank != 0 and type(fabric.strategy.cluster_environment) is LightningEnvironment
+
+
+def set_determinism(fabric, train) -> None:
+    """Deterministic algorithms when `train.deterministic` asks, or by default on CPU (so a resumed CPU run matches
+    exactly); `train`: a TrainConfig or a FinetuneConfig."""
+    import torch
+
+    on = train.deterministic if train.deterministic is not None else fabric.device.type == "cpu"
+    if on:
+        torch.use_deterministic_algorithms(True, warn_only=True)

@@ -227,7 +227,8 @@ def setup(spec: StageSpec, ft: FinetuneConfig, train_rows: list[Example], val_ro
     from proxlab.models.hf_export import token_ids
     from proxlab.pretrain.distributed import make_fabric, set_threads
     from proxlab.pretrain.model import load_initial_weights
-    from proxlab.pretrain.train import _set_determinism, setup_training
+    from proxlab.pretrain.distributed import set_determinism
+    from proxlab.pretrain.train import setup_training
 
     threads = set_threads(spec.runtime)
     fabric = make_fabric(spec.runtime, ft)  # FinetuneConfig names strategy/precision/activation_checkpointing alike
@@ -240,7 +241,7 @@ def setup(spec: StageSpec, ft: FinetuneConfig, train_rows: list[Example], val_ro
     for rows, name in ((train_rows, "train"), (val_rows, "val")):
         check_examples(rows, f"{spec.input('sft')}/{ft.level}/{name}.jsonl", cfg.block_size, cfg.padded_vocab_size,
                        eos)
-    _set_determinism(fabric, ft)
+    set_determinism(fabric, ft)
     fabric.seed_everything(ft.seed)
     fsdp = isinstance(fabric.strategy, FSDPStrategy)
     with fabric.init_module(empty_init=fsdp):
@@ -332,7 +333,7 @@ def hf_to_litgpt(hf_dir: Path, out: Path) -> Path:
 def resume(run: Run) -> None:
     """Continue from the newest checkpoint that holds a resume state (an epoch's or a signal's), exactly."""
     from proxlab.pretrain import checkpoint
-    from proxlab.pretrain.train import _truncate_metrics
+    from proxlab.pretrain.checkpoint import truncate_metrics
 
     out = run.spec.out
     if run.rank == 0:
@@ -347,7 +348,7 @@ def resume(run: Run) -> None:
     run.resumed_from = run.step
     log.info(f"refiner.finetune: resumed from {ckpt} at step {run.step}")
     if run.rank == 0:
-        _truncate_metrics(out / "metrics.jsonl", run.step)
+        truncate_metrics(out / "metrics.jsonl", run.step)
 
 
 def latest_resumable(out: Path) -> Path | None:

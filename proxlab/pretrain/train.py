@@ -29,10 +29,11 @@ from typing import Any, NoReturn
 
 from proxlab.core.config import ModelConfig, TrainConfig, TrainingPlan, load, training_plan
 from proxlab.core.logs import get_logger
-from proxlab.core.stage import (EXIT_REQUEUE, StageResult, StageSpec, atomic_write_text, rank_and_world, read_jsonl,
+from proxlab.core.stage import (EXIT_REQUEUE, StageResult, StageSpec, atomic_write_text, rank_and_world,
                                 record_process, stage_cli)
 from proxlab.pretrain.data import data_info
-from proxlab.pretrain.distributed import world_size
+from proxlab.pretrain.checkpoint import truncate_metrics
+from proxlab.pretrain.distributed import set_determinism, world_size
 from proxlab.pretrain.signals import StopFlag
 
 log = get_logger("pretrain")
@@ -112,7 +113,7 @@ def setup(spec: StageSpec, train: TrainConfig, model_cfg: ModelConfig, info: dic
     record_process(spec, "fabric", fabric_local_rank=fabric.local_rank, fabric_global_rank=fabric.global_rank,
                    fabric_device=str(fabric.device))
     plan = training_plan(train, fabric.world_size)
-    _set_determinism(fabric, train)
+    set_determinism(fabric, train)
     cfg, model = build_model(fabric, model_cfg, train, spec.input("tokenizer"))
     _print_model(fabric, cfg, plan, threads)
     model, optimizer = setup_training(fabric, model, model_cfg, train)
@@ -127,15 +128,6 @@ def setup(spec: StageSpec, train: TrainConfig, model_cfg: ModelConfig, info: dic
                           * plan.grad_accum * plan.world_size)
     run.peak_flops = _peak_flops(fabric)
     return run
-
-
-def _set_determinism(fabric, train: TrainConfig) -> None:
-    """Deterministic algorithms when asked, or by default on CPU (so a resumed CPU run matches exactly)."""
-    import torch
-
-    on = train.deterministic if train.deterministic is not None else fabric.device.type == "cpu"
-    if on:
-        torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def build_model(fabric, model_cfg: ModelConfig, train: TrainConfig, tokenizer_dir: Path):
@@ -208,7 +200,7 @@ def resume(run: Run) -> None:
     run.resumed_from = run.step
     log.info(f"pretrain: resumed from {ckpt} at step {run.step} (epoch {run.data.epoch})")
     if run.rank == 0:
-        _truncate_metrics(out / "metrics.jsonl", run.step)
+        truncate_metrics(out / "metrics.jsonl", run.step)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -411,14 +403,6 @@ def _validate(fabric, model, data_dir: Path, seq_len: int, micro_batch_size: int
     if fabric.world_size > 1:
         total = fabric.all_reduce(total, reduce_op="sum")
     return float(total[0] / total[1]) if total[1] > 0 else None
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop metrics.jsonl records past the resumed step: they belong to the interrupted attempt."""
-    rows = read_jsonl(path)
-    kept = [r for r in rows if r.get("step") is None or r["step"] <= step]
-    if len(kept) != len(rows):
-        atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
 
 
 if __name__ == "__main__":
