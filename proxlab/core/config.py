@@ -536,13 +536,15 @@ class ConfigError(ValueError):
         super().__init__(f"{key}={value!r}: {problem}")
 
 
+def without_optional(t: Any) -> Any:
+    """X for Optional[X], else `t`."""
+    args = [a for a in typing.get_args(t) if a is not type(None)]
+    return args[0] if typing.get_origin(t) is typing.Union and len(args) == 1 else t
+
+
 def _schema_types(schema: type) -> dict[str, Any]:
     """Each field's type, an Optional[X] as X (an optional section, `refiner`, loads like any other)."""
-    def bare(t: Any) -> Any:
-        args = [a for a in typing.get_args(t) if a is not type(None)]
-        return args[0] if typing.get_origin(t) is typing.Union and len(args) == 1 else t
-
-    return {name: bare(t) for name, t in typing.get_type_hints(schema).items()}
+    return {name: without_optional(t) for name, t in typing.get_type_hints(schema).items()}
 
 
 def load(schema: type, given: Mapping[str, Any], runtime: Mapping[str, Any] | None = None, where: str = ""):

@@ -31,17 +31,15 @@ import csv
 import json
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
-import yaml
 
 from proxlab.core.config import refiner_label
 from proxlab.models.presets import tokenizer_standin
 from proxlab.report.paper import TABLE4, TABLE4_LABELS, TABLE4_NOTES, TABLES, PaperTable
 from proxlab.report.part import ReportPart, markdown_table
-from proxlab.report.stats import AVG, SweepStats, pm, signed
+from proxlab.report.stats import AVG, SweepStats, pm, run_config, signed
 from proxlab.runner.ledger import LEDGER
 
 NOT_REPRODUCIBLE = "paper, not reproducible here"
@@ -58,21 +56,12 @@ def _ledger(summary: dict[str, Any]) -> dict[str, Any]:
         return {}
 
 
-@lru_cache(maxsize=None)
-def _saved_config(run_dir: str) -> dict[str, Any]:
-    """The run's resolved config (`config.yaml`, written when the run starts); {} when it has none."""
-    try:
-        return yaml.safe_load((Path(run_dir) / "config.yaml").read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        return {}
-
-
 def run_refiner(summary: dict[str, Any]) -> str | None:
     """The label of the refiner a run's corpus comes from (`refiner_label`): the summary's `refiner` where it records
     one, else read from the run's saved config; None for raw and rules, and when neither says."""
     if "refiner" in summary:
         return summary["refiner"]
-    cfg = _saved_config(str(summary.get("run_dir") or ""))
+    cfg = (run_config(summary) or {})
     return refiner_label(cfg) if cfg else None
 
 
@@ -87,7 +76,7 @@ def refiner_size(summary: dict[str, Any]) -> str | None:
         return named.group(1)
     preset = (summary.get("refiner_presets") or {}).get("doc")
     if preset is None:
-        preset = ((_saved_config(str(summary.get("run_dir") or "")).get("refine") or {}).get("doc") or {}).get(
+        preset = (((run_config(summary) or {}).get("refine") or {}).get("doc") or {}).get(
             "size_preset")
     return SIZE_PRESETS.get(preset)
 
@@ -101,7 +90,7 @@ def run_tokenizer_standin(summary: dict[str, Any]) -> str | None:
     it) read from the run's saved config; None for the paper's tokenizer."""
     if "tokenizer_standin" in summary or not summary.get("run_dir"):
         return summary.get("tokenizer_standin")
-    model = _saved_config(str(summary["run_dir"])).get("model") or {}
+    model = (run_config(summary) or {}).get("model") or {}
     tok = model.get("tokenizer") or {}
     return tokenizer_standin(model["preset"], tok.get("kind", ""), tok.get("path")) if model.get("preset") else None
 

@@ -40,7 +40,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from proxlab.core.config import ExperimentConfig, ReportConfig, content_fields
+from proxlab.core.config import ExperimentConfig, ReportConfig, content_fields, without_optional
 from proxlab.runner.ledger import BY_STEP, LEDGER
 
 AVG = "avg"
@@ -357,11 +357,6 @@ def _seed_sort(label: str) -> tuple:
     return tuple(int(x) if x.lstrip("-").isdigit() else x for x in label.replace("/data ", " ").split())
 
 
-def _bare(t: Any) -> Any:
-    args = [a for a in typing.get_args(t) if a is not type(None)]
-    return args[0] if typing.get_origin(t) is typing.Union and len(args) == 1 else t
-
-
 def _outputs_only(values: Any, schema: Any) -> Any:
     """The settings of a config section that change outputs: its schema's hashed fields, recursively (keys the schema
     does not know are kept: an unknown key may matter)."""
@@ -369,7 +364,7 @@ def _outputs_only(values: Any, schema: Any) -> Any:
         return values
     types = typing.get_type_hints(schema)
     hashed = set(content_fields(schema))
-    return {k: _outputs_only(v, _bare(types.get(k))) for k, v in values.items() if k in hashed or k not in types}
+    return {k: _outputs_only(v, without_optional(types.get(k))) for k, v in values.items() if k in hashed or k not in types}
 
 
 def seed_group(cfg: Mapping[str, Any]) -> str:
